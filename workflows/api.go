@@ -1,0 +1,195 @@
+// Package workflows holds Slipway's durable workflows (Release, LoadTest) and everything a
+// caller needs to talk to them: task queue, workflow and message names, input, status and
+// result types, search attributes. Workflows decide; activities act. Nothing here touches
+// Docker, the network, files or the wall clock.
+package workflows
+
+import (
+	"time"
+
+	"github.com/slipwayhq/slipway/spec"
+)
+
+// TaskQueue is the one task queue Slipway's worker polls.
+const TaskQueue = "slipway"
+
+// Registered names. They are part of the durable contract: never rename.
+const (
+	ReleaseWorkflowName  = "Release"
+	LoadTestWorkflowName = "LoadTest"
+
+	QueryStatus = "status"
+
+	UpdateApprove = "approve"
+	UpdateAbort   = "abort"
+	UpdatePause   = "pause"
+	UpdateResume  = "resume"
+)
+
+// Custom search attributes, registered on the namespace at start (devserver) and upserted by
+// every release so the Web UI and the API filter releases by them.
+const (
+	SAEnvironment = "SlipwayEnvironment" // Keyword
+	SAServices    = "SlipwayServices"    // KeywordList
+	SAVersions    = "SlipwayVersions"    // KeywordList ("svc=1.2.3")
+	SAPhase       = "SlipwayPhase"       // Keyword
+	SAOutcome     = "SlipwayOutcome"     // Keyword
+	SATriggeredBy = "SlipwayTriggeredBy" // Keyword
+	SAKind        = "SlipwayKind"        // Keyword: "release" | "loadtest"
+)
+
+// SearchAttributeTypes maps each custom search attribute to its Temporal type name
+// ("Keyword", "KeywordList"), for registration.
+var SearchAttributeTypes = map[string]string{
+	SAEnvironment: "Keyword",
+	SAServices:    "KeywordList",
+	SAVersions:    "KeywordList",
+	SAPhase:       "Keyword",
+	SAOutcome:     "Keyword",
+	SATriggeredBy: "Keyword",
+	SAKind:        "Keyword",
+}
+
+// ReleaseWorkflowID is the workflow ID of a release: "release-<environment>-<id>".
+func ReleaseWorkflowID(environment, id string) string { return "release-" + environment + "-" + id }
+
+// Phase is where a release (or one service/cluster of it) stands.
+type Phase string
+
+// Phases.
+const (
+	PhasePending          Phase = "pending"
+	PhasePlanning         Phase = "planning"
+	PhaseCanary           Phase = "canary"
+	PhaseVerifying        Phase = "verifying"
+	PhaseAwaitingApproval Phase = "awaiting_approval"
+	PhasePaused           Phase = "paused"
+	PhaseRollingOut       Phase = "rolling_out"
+	PhaseRollingBack      Phase = "rolling_back"
+	PhaseCleaningUp       Phase = "cleaning_up"
+	PhaseDone             Phase = "done"
+	PhaseSkipped          Phase = "skipped" // service unchanged
+)
+
+// Outcome is how a release ended. A rollback is never reported as success.
+type Outcome string
+
+// Outcomes.
+const (
+	OutcomeNone       Outcome = ""            // still running
+	OutcomeSucceeded  Outcome = "succeeded"   // every changed service runs its new version
+	OutcomeRolledBack Outcome = "rolled_back" // everything touched runs what ran before
+	OutcomeFailed     Outcome = "failed"      // the rollback itself could not finish
+)
+
+// VerdictResult of a verification.
+type VerdictResult string
+
+// Verdict results.
+const (
+	VerdictPassed       VerdictResult = "passed"
+	VerdictFailed       VerdictResult = "failed"
+	VerdictInconclusive VerdictResult = "inconclusive"
+)
+
+// ReleaseInput is the Release workflow's input: the validated, defaulted spec, frozen.
+type ReleaseInput struct {
+	// ID is the caller-visible release id (also in the workflow ID).
+	ID string `json:"id"`
+	// Spec is validated and defaulted (spec.ApplyDefaults) before the workflow starts.
+	Spec spec.Environment `json:"spec"`
+	// Overrides service=version already applied to Spec; kept for the record.
+	Overrides   map[string]string `json:"overrides,omitempty"`
+	TriggeredBy string            `json:"triggered_by"`
+	Description string            `json:"description,omitempty"`
+	BuildURL    string            `json:"build_url,omitempty"`
+	Commit      string            `json:"commit,omitempty"`
+	// Services limits the release to these services (empty: every service in Spec).
+	Services []string `json:"services,omitempty"`
+	// FastTrack skips canary and soak (a rollback release to a known-good version).
+	FastTrack bool `json:"fast_track,omitempty"`
+	// RollbackOf is the release id this release reverts, when FastTrack.
+	RollbackOf string `json:"rollback_of,omitempty"`
+}
+
+// Evidence is the numbers behind a verdict.
+type Evidence struct {
+	Samples        int           `json:"samples"`
+	Errors         int           `json:"errors"`
+	ErrorRate      float64       `json:"error_rate"`
+	P50            time.Duration `json:"p50"`
+	P95            time.Duration `json:"p95"`
+	BaselineP95    time.Duration `json:"baseline_p95,omitempty"`
+	BaselineErrors float64       `json:"baseline_error_rate,omitempty"`
+	StatusCodes    map[int]int   `json:"status_codes,omitempty"`
+}
+
+// Verdict of one verification.
+type Verdict struct {
+	Result   VerdictResult `json:"result"`
+	Reason   string        `json:"reason"`
+	Service  string        `json:"service"`
+	Cluster  string        `json:"cluster"`
+	Stage    string        `json:"stage"` // "canary", "batch 2/3", "wave 1"
+	Evidence Evidence      `json:"evidence"`
+	At       time.Time     `json:"at"`
+}
+
+// ClusterProgress is one service on one cluster.
+type ClusterProgress struct {
+	Cluster     string    `json:"cluster"`
+	Wave        int       `json:"wave"`
+	Phase       Phase     `json:"phase"`
+	FromVersion string    `json:"from_version,omitempty"`
+	ToVersion   string    `json:"to_version"`
+	Replicas    int       `json:"replicas"`
+	Updated     int       `json:"updated"` // new-version replicas in traffic
+	Message     string    `json:"message,omitempty"`
+	UpdatedAt   time.Time `json:"updated_at"`
+}
+
+// ServiceProgress is one service of a release.
+type ServiceProgress struct {
+	Service     string            `json:"service"`
+	FromVersion string            `json:"from_version,omitempty"`
+	ToVersion   string            `json:"to_version"`
+	Phase       Phase             `json:"phase"`
+	Clusters    []ClusterProgress `json:"clusters"`
+}
+
+// Event is one entry of a release's timeline (phase changes, verdicts, decisions).
+type Event struct {
+	Seq     int       `json:"seq"`
+	At      time.Time `json:"at"`
+	Phase   Phase     `json:"phase"`
+	Service string    `json:"service,omitempty"`
+	Cluster string    `json:"cluster,omitempty"`
+	Message string    `json:"message"`
+}
+
+// ReleaseStatus is the whole picture, returned by the status query and, at the end, as the
+// workflow result.
+type ReleaseStatus struct {
+	ID          string            `json:"id"`
+	Environment string            `json:"environment"`
+	Phase       Phase             `json:"phase"`
+	Outcome     Outcome           `json:"outcome,omitempty"`
+	Reason      string            `json:"reason,omitempty"`
+	Paused      bool              `json:"paused,omitempty"`
+	TriggeredBy string            `json:"triggered_by"`
+	ApprovedBy  string            `json:"approved_by,omitempty"`
+	AbortedBy   string            `json:"aborted_by,omitempty"`
+	Services    []ServiceProgress `json:"services"`
+	Verdicts    []Verdict         `json:"verdicts,omitempty"`
+	Events      []Event           `json:"events,omitempty"`
+	StartedAt   time.Time         `json:"started_at"`
+	EndedAt     time.Time         `json:"ended_at,omitempty"`
+	// Running says exactly what runs where after a failed rollback: cluster → service → versions.
+	Running map[string]map[string][]string `json:"running,omitempty"`
+}
+
+// Decision is the argument of the approve / abort / pause / resume updates.
+type Decision struct {
+	Actor  string `json:"actor"`
+	Reason string `json:"reason,omitempty"`
+}
