@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func TestLoadConfig(t *testing.T) {
+	c, err := loadConfig(env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Port != "8080" || c.Version != "dev" || c.CrashAtStart || c.IgnoreSIGTERM || c.FailHealthAfter != 0 || c.ErrorRate != 0 || c.Latency != 0 {
+		t.Fatalf("defaults: %+v", c)
+	}
+
+	c, err = loadConfig(env(map[string]string{
+		"PORT": "9090", "DEMO_VERSION": "1.1.0", "DEMO_CRASH_AT_START": "1", "DEMO_IGNORE_SIGTERM": "true",
+		"DEMO_FAIL_HEALTH_AFTER": "3s", "DEMO_ERROR_RATE": "0.5", "DEMO_LATENCY": "300ms",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := config{Port: "9090", Version: "1.1.0", CrashAtStart: true, IgnoreSIGTERM: true,
+		FailHealthAfter: 3 * time.Second, ErrorRate: 0.5, Latency: 300 * time.Millisecond}
+	if c != want {
+		t.Fatalf("got %+v, want %+v", c, want)
+	}
+}
+
+func TestLoadConfigRejectsBadValues(t *testing.T) {
+	for name, value := range map[string]string{
+		"PORT":                   "http",
+		"DEMO_CRASH_AT_START":    "yes please",
+		"DEMO_IGNORE_SIGTERM":    "maybe",
+		"DEMO_FAIL_HEALTH_AFTER": "3 seconds",
+		"DEMO_LATENCY":           "-1s",
+		"DEMO_ERROR_RATE":        "1.5",
+	} {
+		_, err := loadConfig(env(map[string]string{name: value}))
+		if err == nil {
+			t.Errorf("%s=%q: no error", name, value)
+			continue
+		}
+		if !strings.Contains(err.Error(), name) {
+			t.Errorf("%s=%q: error %q does not name the variable", name, value, err)
+		}
+	}
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *fakeClock) advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func get(t *testing.T, h http.Handler, path string) *httptest.ResponseRecorder {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, path, nil))
+	return rec
+}
+
+func TestRootReportsVersionAndHostname(t *testing.T) {
+	clock := &fakeClock{t: time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)}
+	s := newServer(config{Port: "8080", Version: "1.1.0"}, "box-1", clock.now)
+	clock.advance(1500 * time.Millisecond)
+	rec := get(t, s, "/")
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d", rec.Code)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("content type %q", ct)
+	}
+	var body rootResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatal(err)
+	}
+	if body.Version != "1.1.0" || body.Hostname != "box-1" || body.UptimeMS != 1500 || body.Request != 1 || body.Error != "" {
+		t.Fatalf("body %+v", body)
+	}
+	if rec := get(t, s, "/nope"); rec.Code != http.StatusNotFound {
+		t.Fatalf("/nope: status %d", rec.Code)
+	}
+}
+
+func TestHealthzFailsAfterConfiguredTime(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	s := newServer(config{FailHealthAfter: 3 * time.Second}, "h", clock.now)
+	if rec := get(t, s, "/healthz"); rec.Code != http.StatusOK {
+		t.Fatalf("at start: %d", rec.Code)
+	}
+	clock.advance(2999 * time.Millisecond)
+	if rec := get(t, s, "/healthz"); rec.Code != http.StatusOK {
+		t.Fatalf("before 3s: %d", rec.Code)
+	}
+	clock.advance(time.Millisecond)
+	if rec := get(t, s, "/healthz"); rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("at 3s: %d", rec.Code)
+	}
+
+	healthy := newServer(config{}, "h", clock.now)
+	clock.advance(time.Hour)
+	if rec := get(t, healthy, "/healthz"); rec.Code != http.StatusOK {
+		t.Fatalf("without the knob: %d", rec.Code)
+	}
+}
+
+func TestErrorRateIsDeterministic(t *testing.T) {
+	for _, tc := range []struct {
+		rate float64
+		want string // one letter per request: o = 200, x = 500
+	}{
+		{0, "oooooooo"},
+		{0.5, "oxoxoxox"},
+		{0.25, "oooxooox"},
+		{1, "xxxxxxxx"},
+	} {
+		s := newServer(config{Version: "1.0.0", ErrorRate: tc.rate}, "h", time.Now)
+		var got strings.Builder
+		for range len(tc.want) {
+			rec := get(t, s, "/")
+			switch rec.Code {
+			case http.StatusOK:
+				got.WriteByte('o')
+			case http.StatusInternalServerError:
+				got.WriteByte('x')
+				var body rootResponse
+				if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || body.Error == "" || body.Version == "" {
+					t.Fatalf("rate %g: 500 body %q (%v)", tc.rate, rec.Body, err)
+				}
+			default:
+				t.Fatalf("rate %g: status %d", tc.rate, rec.Code)
+			}
+		}
+		if got.String() != tc.want {
+			t.Errorf("rate %g: got %s, want %s", tc.rate, got.String(), tc.want)
+		}
+	}
+	// Health checks do not count as requests and never fail because of the error rate.
+	s := newServer(config{ErrorRate: 1}, "h", time.Now)
+	for range 3 {
+		if rec := get(t, s, "/healthz"); rec.Code != http.StatusOK {
+			t.Fatalf("healthz with error rate 1: %d", rec.Code)
+		}
+	}
+}
+
+func TestLatencyAppliesToEverythingButHealthz(t *testing.T) {
+	s := newServer(config{Latency: 300 * time.Millisecond}, "h", time.Now)
+	var mu sync.Mutex
+	var delays []time.Duration
+	s.after = func(d time.Duration) <-chan time.Time {
+		mu.Lock()
+		delays = append(delays, d)
+		mu.Unlock()
+		c := make(chan time.Time, 1)
+		c <- time.Now()
+		return c
+	}
+	for _, path := range []string{"/", "/healthz", "/missing", "/"} {
+		get(t, s, path)
+	}
+	if len(delays) != 3 {
+		t.Fatalf("delays %v: want 3 (/, /missing, /), none for /healthz", delays)
+	}
+	for _, d := range delays {
+		if d != 300*time.Millisecond {
+			t.Fatalf("delay %s", d)
+		}
+	}
+
+	// A client that goes away during the delay gets no answer and does not count.
+	s.after = func(time.Duration) <-chan time.Time { return nil } // never fires
+	req := httptest.NewRequest(http.MethodGet, "/", nil)
+	ctx, cancel := context.WithCancel(req.Context())
+	cancel()
+	rec := httptest.NewRecorder()
+	s.ServeHTTP(rec, req.WithContext(ctx))
+	if rec.Body.Len() != 0 {
+		t.Fatalf("answered a gone client: %q", rec.Body)
+	}
+	s.after = time.After
+	s.cfg.Latency = 0
+	var body rootResponse
+	if err := json.Unmarshal(get(t, s, "/").Body.Bytes(), &body); err != nil || body.Request != 3 {
+		t.Fatalf("request counter %d (%v), want 3", body.Request, err)
+	}
+}
+
+func TestCheckHealth(t *testing.T) {
+	status := http.StatusOK
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			http.NotFound(w, r)
+			return
+		}
+		w.WriteHeader(status)
+	}))
+	defer ts.Close()
+	u, err := url.Parse(ts.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkHealth(u.Port(), time.Second); err != nil {
+		t.Fatalf("healthy server: %v", err)
+	}
+	status = http.StatusServiceUnavailable
+	if err := checkHealth(u.Port(), time.Second); err == nil {
+		t.Fatal("503 counted as healthy")
+	}
+	ts.Close()
+	if err := checkHealth(u.Port(), time.Second); err == nil {
+		t.Fatal("closed port counted as healthy")
+	}
+}
