@@ -80,6 +80,9 @@ const (
 	OutcomeSucceeded  Outcome = "succeeded"   // every changed service runs its new version
 	OutcomeRolledBack Outcome = "rolled_back" // everything touched runs what ran before
 	OutcomeFailed     Outcome = "failed"      // the rollback itself could not finish
+	// OutcomeRefused: another release of one of the same services was in flight; nothing
+	// was changed (Reason names the lock and, through it, the release holding it).
+	OutcomeRefused Outcome = "refused"
 )
 
 // VerdictResult of a verification.
@@ -110,6 +113,12 @@ type ReleaseInput struct {
 	FastTrack bool `json:"fast_track,omitempty"`
 	// RollbackOf is the release id this release reverts, when FastTrack.
 	RollbackOf string `json:"rollback_of,omitempty"`
+	// Queue makes a release that overlaps one in flight wait for it (up to QueueTimeout,
+	// default 1h) instead of being refused.
+	Queue        bool          `json:"queue,omitempty"`
+	QueueTimeout spec.Duration `json:"queue_timeout,omitempty"`
+	// MaxPause is how long the release may stay paused before it rolls back (default 24h).
+	MaxPause spec.Duration `json:"max_pause,omitempty"`
 }
 
 // Evidence is the numbers behind a verdict.
@@ -122,6 +131,17 @@ type Evidence struct {
 	BaselineP95    time.Duration `json:"baseline_p95,omitempty"`
 	BaselineErrors float64       `json:"baseline_error_rate,omitempty"`
 	StatusCodes    map[int]int   `json:"status_codes,omitempty"`
+	// Unreachable counts probes of the new replicas that could not run (no address,
+	// connection refused): any of them makes a verdict at best inconclusive.
+	Unreachable int `json:"unreachable,omitempty"`
+	// BaselineSamples and BaselineUnreachable are the same counts for the stable replicas.
+	BaselineSamples     int `json:"baseline_samples,omitempty"`
+	BaselineUnreachable int `json:"baseline_unreachable,omitempty"`
+	// Targets and BaselineTargets are how many replicas were probed on each side.
+	Targets         int `json:"targets,omitempty"`
+	BaselineTargets int `json:"baseline_targets,omitempty"`
+	// MinSamples is the threshold the verdict was judged against.
+	MinSamples int `json:"min_samples,omitempty"`
 }
 
 // Verdict of one verification.
@@ -192,4 +212,6 @@ type ReleaseStatus struct {
 type Decision struct {
 	Actor  string `json:"actor"`
 	Reason string `json:"reason,omitempty"`
+	// Service narrows an approval to one service's gate (empty: every pending gate).
+	Service string `json:"service,omitempty"`
 }

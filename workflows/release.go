@@ -1,0 +1,742 @@
+package workflows
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/spec"
+)
+
+// release is one running Release workflow: its input, its plan, its status and what it has
+// changed so far (for the rollback).
+type release struct {
+	in   ReleaseInput
+	wid  string
+	st   ReleaseStatus
+	plan Plan
+	pol  map[string]policy
+	tgt  map[string]Target
+
+	// control
+	cancelRun   workflow.CancelFunc
+	paused      bool
+	abort       *Decision
+	rollingBack bool
+	finished    bool
+	approvals   map[string]*gate
+	failure     *failure
+	refused     string
+	busy        int // clusters changing right now (rollout.max_parallel_clusters)
+	seq         int
+	locks       []*heldLock
+	phaseBefore Phase
+	now         time.Time // last workflow.Now seen (for progress timestamps)
+
+	// what the release changed, for the rollback: service → cluster → …
+	touched   map[string]map[string]bool
+	started   map[string]map[string][]string // new-version containers this release ensured
+	detached  map[string]map[string][]string // old containers taken out of traffic
+	stopped   map[string]map[string][]string // old containers stopped (keep_previous: stopped)
+	completed map[string]bool                // services rolled out and verified everywhere
+	failed    map[string]bool                // services whose step failed
+}
+
+// failure is the first reason the release must roll back.
+type failure struct {
+	reason  string
+	service string
+	verdict *Verdict
+}
+
+// gate is a pending human decision on one service.
+type gate struct {
+	service  string
+	why      string
+	decided  bool
+	approved bool
+}
+
+// errStop is returned by steps that stop because the release already failed.
+var errStop = errors.New("release stopped")
+
+// Release is the Release workflow: plan, lock, check images, canary and roll out every
+// changed service layer by layer, verify, and either clean up (succeeded) or roll back
+// everything it touched (rolled_back, or failed when the rollback cannot finish). Its result
+// is the final status; it never returns an error for a release that went wrong, only the
+// outcome.
+func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
+	r := newRelease(ctx, in)
+	if err := r.registerHandlers(ctx); err != nil {
+		return r.st, err
+	}
+	r.upsert(ctx)
+
+	runCtx, cancel := workflow.WithCancel(ctx)
+	r.cancelRun = cancel
+	dctx, _ := workflow.NewDisconnectedContext(ctx)
+	err := r.run(runCtx, dctx)
+
+	switch {
+	case r.refused != "":
+		r.st.Outcome, r.st.Reason = OutcomeRefused, r.refused
+	case err == nil && r.failure == nil && r.abort == nil && ctx.Err() == nil:
+		r.cleanup(dctx)
+		r.st.Outcome = OutcomeSucceeded
+		if r.st.Reason == "" {
+			r.st.Reason = "every changed service runs its new version"
+		}
+	default:
+		r.noteFailure(ctx, err)
+		r.rollback(dctx)
+	}
+	r.freeLocks(dctx, r.locks)
+	r.locks = nil
+	r.finished = true
+	r.st.EndedAt = workflow.Now(ctx)
+	r.setPhase(dctx, PhaseDone, fmt.Sprintf("release %s: %s", r.st.Outcome, r.st.Reason))
+	return r.status(), nil
+}
+
+func newRelease(ctx workflow.Context, in ReleaseInput) *release {
+	r := &release{
+		in:        in,
+		wid:       workflow.GetInfo(ctx).WorkflowExecution.ID,
+		pol:       map[string]policy{},
+		tgt:       map[string]Target{},
+		approvals: map[string]*gate{},
+		touched:   map[string]map[string]bool{},
+		started:   map[string]map[string][]string{},
+		detached:  map[string]map[string][]string{},
+		stopped:   map[string]map[string][]string{},
+		completed: map[string]bool{},
+		failed:    map[string]bool{},
+	}
+	r.st = ReleaseStatus{
+		ID:          in.ID,
+		Environment: in.Spec.Environment,
+		Phase:       PhasePending,
+		TriggeredBy: in.TriggeredBy,
+		StartedAt:   workflow.Now(ctx),
+	}
+	for _, c := range in.Spec.Clusters {
+		r.tgt[c.Name] = TargetOf(in.Spec.Environment, c)
+	}
+	for _, s := range in.Spec.Services {
+		r.pol[s.Name] = resolvePolicy(in.Spec, s)
+	}
+	r.event(ctx, PhasePending, "", "", fmt.Sprintf("release %s of %s triggered by %s", in.ID, in.Spec.Environment, orUnknown(in.TriggeredBy)))
+	return r
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "(unknown)"
+	}
+	return s
+}
+
+// run is the forward path: everything up to a verified rollout. It returns an error (and
+// r.failure says why) when the release must roll back.
+func (r *release) run(ctx, dctx workflow.Context) error {
+	r.setPhase(ctx, PhasePlanning, "inspecting live state")
+	scope := r.in.Services
+	plan, err := r.makePlan(ctx, scope)
+	if err != nil {
+		return r.failWith(ctx, "", "planning failed, nothing was changed: "+errText(err), nil)
+	}
+	if len(plan.Changed()) == 0 {
+		r.plan = plan
+		r.initServices()
+		r.st.Reason = "nothing to change: every service already runs its version"
+		return nil
+	}
+	// Lock what the plan changes, then plan again under the locks: the second plan is the
+	// one that counts (another release may have finished in between).
+	for i := 0; ; i++ {
+		if err := r.lockServices(ctx, dctx, plan.Changed()); err != nil {
+			var lh errLockHeld
+			if asLockHeld(err, &lh) {
+				r.refused = err.Error()
+				return err
+			}
+			return r.failWith(ctx, "", "could not take release locks, nothing was changed: "+errText(err), nil)
+		}
+		if plan, err = r.makePlan(ctx, scope); err != nil {
+			return r.failWith(ctx, "", "planning failed, nothing was changed: "+errText(err), nil)
+		}
+		if r.holdsAll(plan.Changed()) || i >= 3 {
+			break
+		}
+	}
+	r.plan = plan
+	r.initServices()
+	r.upsert(ctx)
+	if len(plan.Changed()) == 0 {
+		r.st.Reason = "nothing to change: every service already runs its version"
+		return nil
+	}
+	if len(plan.Unreachable) > 0 {
+		return r.failWith(ctx, "", fmt.Sprintf("clusters %v do not answer, nothing was changed", plan.Unreachable), nil)
+	}
+	if err := r.checkImages(ctx); err != nil {
+		return err
+	}
+	if err := r.ensureNetworks(ctx); err != nil {
+		return err
+	}
+	maxSvc := r.in.Spec.Rollout.MaxParallelServices
+	for li, layer := range plan.Layers {
+		layer := layer
+		r.event(ctx, PhaseRollingOut, "", "", fmt.Sprintf("layer %d: %s", li+1, strings.Join(layer, ", ")))
+		err := parallel(ctx, maxSvc, len(layer), func(gctx workflow.Context, i int) error {
+			return r.runService(gctx, layer[i])
+		})
+		if err != nil || r.failure != nil {
+			return r.stopErr(err)
+		}
+	}
+	return nil
+}
+
+func (r *release) holdsAll(services []string) bool {
+	for _, s := range services {
+		if !r.holds(s) {
+			return false
+		}
+	}
+	return true
+}
+
+// makePlan inspects the environment and computes the plan.
+func (r *release) makePlan(ctx workflow.Context, services []string) (Plan, error) {
+	live, err := r.inspect(ctx, services, false)
+	if err != nil {
+		return Plan{}, err
+	}
+	return ComputePlan(r.in.Spec, services, live)
+}
+
+func (r *release) inspect(ctx workflow.Context, services []string, allowUnreachable bool) (InspectResult, error) {
+	in := InspectInput{Environment: r.in.Spec.Environment, Services: services, AllowUnreachable: allowUnreachable}
+	for _, c := range r.in.Spec.Clusters {
+		in.Targets = append(in.Targets, r.tgt[c.Name])
+	}
+	var live InspectResult
+	err := workflow.ExecuteActivity(optionsFor(ctx, ActivityInspect, 0), ActivityInspect, in).Get(ctx, &live)
+	return live, err
+}
+
+// checkImages makes sure every new image is on every cluster that needs it, before anything
+// changes.
+func (r *release) checkImages(ctx workflow.Context) error {
+	var in CheckImagesInput
+	for _, name := range r.plan.Changed() {
+		s, _ := findService(r.in.Spec, name)
+		for _, cp := range r.plan.Service(name).Clusters {
+			if cp.Action == ActionNone {
+				continue
+			}
+			in.Checks = append(in.Checks, ImageCheck{Target: r.tgt[cp.Cluster], Service: name, Image: s.ImageRef()})
+		}
+	}
+	var res CheckImagesResult
+	if err := workflow.ExecuteActivity(optionsFor(ctx, ActivityCheckImages, 0), ActivityCheckImages, in).Get(ctx, &res); err != nil {
+		return r.failWith(ctx, "", "image check failed, nothing was changed: "+errText(err), nil)
+	}
+	if len(res.Missing) > 0 {
+		var parts []string
+		for _, m := range res.Missing {
+			parts = append(parts, fmt.Sprintf("%s on cluster %s (service %s)", m.Image, m.Cluster, m.Service))
+		}
+		return r.failWith(ctx, "", "images missing, nothing was changed: "+strings.Join(parts, "; "), nil)
+	}
+	r.event(ctx, PhasePlanning, "", "", fmt.Sprintf("%d image checks passed", len(in.Checks)))
+	return nil
+}
+
+func (r *release) ensureNetworks(ctx workflow.Context) error {
+	clusters := map[string]bool{}
+	for _, name := range r.plan.Changed() {
+		for _, cp := range r.plan.Service(name).Clusters {
+			if cp.Action != ActionNone {
+				clusters[cp.Cluster] = true
+			}
+		}
+	}
+	names := sortedKeys(clusters)
+	return parallel(ctx, 0, len(names), func(gctx workflow.Context, i int) error {
+		err := workflow.ExecuteActivity(optionsFor(gctx, ActivityEnsureNetwork, 0), ActivityEnsureNetwork,
+			EnsureNetworkInput{Target: r.tgt[names[i]]}).Get(gctx, nil)
+		if err != nil {
+			return r.activityFailed(gctx, "", names[i], "creating the environment network", err)
+		}
+		return nil
+	})
+}
+
+// runService takes one changed service through canary, approval and the waves.
+func (r *release) runService(ctx workflow.Context, name string) error {
+	sp := r.plan.Service(name)
+	pol := r.pol[name]
+	s, _ := findService(r.in.Spec, name)
+	if !r.in.FastTrack && !pol.CanarySkip {
+		for i := range sp.Clusters {
+			cp := &sp.Clusters[i]
+			if !cp.Canary || cp.Action == ActionNone {
+				continue
+			}
+			if err := r.canary(ctx, s, cp, pol); err != nil {
+				return err
+			}
+			if pol.Approval {
+				if err := r.gate(ctx, name, "canary passed; approve to roll out", pol.ApprovalWait, pol.OnTimeout); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	waves := map[int][]*ClusterPlan{}
+	for i := range sp.Clusters {
+		if sp.Clusters[i].Action != ActionNone {
+			waves[sp.Clusters[i].Wave] = append(waves[sp.Clusters[i].Wave], &sp.Clusters[i])
+		}
+	}
+	for _, w := range sortedInts(waves) {
+		if err := r.holdIfPaused(ctx); err != nil {
+			return err
+		}
+		cps := waves[w]
+		r.svcPhase(name, PhaseRollingOut)
+		r.setPhase(ctx, PhaseRollingOut, fmt.Sprintf("%s: wave %d on %s", name, w, clusterNames(cps)))
+		err := parallel(ctx, 0, len(cps), func(gctx workflow.Context, i int) error {
+			if err := r.takeClusterSlot(gctx); err != nil {
+				return err
+			}
+			defer func() { r.busy-- }()
+			return r.rolloutCluster(gctx, s, cps[i], pol)
+		})
+		if err != nil {
+			return r.stopErr(err)
+		}
+		if !pol.Verify.Skip && !r.in.FastTrack {
+			r.svcPhase(name, PhaseVerifying)
+			err = parallel(ctx, 0, len(cps), func(gctx workflow.Context, i int) error {
+				cp := cps[i]
+				return r.verify(gctx, name, cp, fmt.Sprintf("wave %d", w), r.newNames(s, cp, 0, cp.ReplicasTo), pol.Verify.Duration.D())
+			})
+			if err != nil {
+				return r.stopErr(err)
+			}
+		}
+		for _, cp := range cps {
+			r.clusterProgress(ctx, name, cp.Cluster, func(p *ClusterProgress) { p.Phase = PhaseDone })
+		}
+	}
+	r.completed[name] = true
+	r.svcPhase(name, PhaseDone)
+	r.event(ctx, PhaseDone, name, "", fmt.Sprintf("%s runs %s everywhere", name, s.Version))
+	return nil
+}
+
+// takeClusterSlot waits for one of rollout.max_parallel_clusters (0: no limit).
+func (r *release) takeClusterSlot(ctx workflow.Context) error {
+	limit := r.in.Spec.Rollout.MaxParallelClusters
+	if limit > 0 {
+		if err := workflow.Await(ctx, func() bool { return r.busy < limit }); err != nil {
+			return err
+		}
+	}
+	r.busy++
+	return nil
+}
+
+// canary starts the canary replicas of the new version beside the stable ones and verifies
+// them against stable over the soak.
+func (r *release) canary(ctx workflow.Context, s spec.Service, cp *ClusterPlan, pol policy) error {
+	n := pol.CanaryReplicas
+	if n > cp.ReplicasTo {
+		n = cp.ReplicasTo
+	}
+	if n < 1 {
+		n = 1
+	}
+	r.setPhase(ctx, PhaseCanary, fmt.Sprintf("%s: %d canary replica(s) of %s on %s", s.Name, n, s.Version, cp.Cluster))
+	r.svcPhase(s.Name, PhaseCanary)
+	r.clusterProgress(ctx, s.Name, cp.Cluster, func(p *ClusterProgress) { p.Phase = PhaseCanary; p.Message = "starting canary" })
+	if err := r.startReplicas(ctx, s, cp, engine.RoleCanary, 0, n, pol, "canary"); err != nil {
+		return err
+	}
+	r.clusterProgress(ctx, s.Name, cp.Cluster, func(p *ClusterProgress) { p.Updated = n; p.Message = "canary in traffic" })
+	if pol.Verify.Skip {
+		return nil
+	}
+	r.setPhase(ctx, PhaseVerifying, fmt.Sprintf("%s: soaking the canary for %s", s.Name, pol.Soak))
+	r.svcPhase(s.Name, PhaseVerifying)
+	return r.verify(ctx, s.Name, cp, "canary", r.newNames(s, cp, 0, n), pol.Soak)
+}
+
+// rolloutCluster replaces the old replicas of one cluster batch by batch: start the new
+// batch, wait healthy, attach it, take as many old replicas out of traffic, verify.
+func (r *release) rolloutCluster(ctx workflow.Context, s spec.Service, cp *ClusterPlan, pol policy) error {
+	n := cp.ReplicasTo
+	b := pol.BatchSize
+	batches := (n + b - 1) / b
+	active := append([]string(nil), cp.Old...)
+	r.clusterProgress(ctx, s.Name, cp.Cluster, func(p *ClusterProgress) { p.Phase = PhaseRollingOut; p.Message = "rolling out" })
+	for bi := 0; bi < batches; bi++ {
+		if err := r.holdIfPaused(ctx); err != nil {
+			return err
+		}
+		from, to := bi*b, min((bi+1)*b, n)
+		stage := fmt.Sprintf("batch %d/%d", bi+1, batches)
+		if err := r.startReplicas(ctx, s, cp, engine.RoleStable, from, to, pol, stage); err != nil {
+			return err
+		}
+		keep := max(0, n-to)
+		if keep < len(active) {
+			out := active[keep:]
+			active = active[:keep]
+			if err := r.retire(ctx, s.Name, cp, out, pol); err != nil {
+				return err
+			}
+		}
+		r.clusterProgress(ctx, s.Name, cp.Cluster, func(p *ClusterProgress) {
+			p.Updated = to
+			p.Message = fmt.Sprintf("%s: %d/%d new replicas in traffic", stage, to, n)
+		})
+		if !pol.Verify.Skip && !r.in.FastTrack {
+			if err := r.verify(ctx, s.Name, cp, stage, r.newNames(s, cp, from, to), pol.Verify.Duration.D()); err != nil {
+				return err
+			}
+		}
+		if pol.BatchPause > 0 && bi < batches-1 {
+			if err := workflow.Sleep(ctx, pol.BatchPause); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// startReplicas ensures slots [from, to) of the new version and puts them in traffic once
+// healthy. A replica that does not come up is a failed verdict, not an infrastructure error.
+func (r *release) startReplicas(ctx workflow.Context, s spec.Service, cp *ClusterPlan, role engine.Role, from, to int, pol policy, stage string) error {
+	var slots []int
+	for i := from; i < to; i++ {
+		slots = append(slots, i)
+	}
+	r.touch(s.Name, cp.Cluster)
+	r.started[s.Name][cp.Cluster] = appendNew(r.started[s.Name][cp.Cluster], r.newNames(s, cp, from, to)...)
+	in := StartReplicasInput{
+		Target: r.tgt[cp.Cluster], Release: r.in.ID, Role: role, Service: s, Slots: slots,
+		Attach: true, HealthDeadline: pol.HealthDeadline,
+	}
+	actx := optionsFor(ctx, ActivityStartReplicas, pol.HealthDeadline)
+	actx = workflow.WithWaitForCancellation(actx, true)
+	err := workflow.ExecuteActivity(actx, ActivityStartReplicas, in).Get(ctx, nil)
+	if err == nil {
+		return nil
+	}
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) && ae.Type() == ErrUnhealthy {
+		v := Verdict{Result: VerdictFailed, Service: s.Name, Cluster: cp.Cluster, Stage: stage,
+			Reason: fmt.Sprintf("new replicas of %s did not become healthy: %s", s.Version, ae.Error())}
+		return r.judge(ctx, v)
+	}
+	return r.activityFailed(ctx, s.Name, cp.Cluster, fmt.Sprintf("starting %s replicas (%s)", s.Version, stage), err)
+}
+
+// retire takes old replicas out of traffic (and stops them with keep_previous: stopped).
+func (r *release) retire(ctx workflow.Context, service string, cp *ClusterPlan, names []string, pol policy) error {
+	dctx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivitySetTraffic, 0), true)
+	err := workflow.ExecuteActivity(dctx, ActivitySetTraffic, SetTrafficInput{Target: r.tgt[cp.Cluster], Service: service, Detach: names}).Get(ctx, nil)
+	r.detached[service][cp.Cluster] = appendNew(r.detached[service][cp.Cluster], names...)
+	if err != nil {
+		return r.activityFailed(ctx, service, cp.Cluster, "taking old replicas out of traffic", err)
+	}
+	if pol.KeepPrevious == spec.KeepStopped {
+		sctx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivityStopReplicas, 0), true)
+		r.stopped[service][cp.Cluster] = appendNew(r.stopped[service][cp.Cluster], names...)
+		if err := workflow.ExecuteActivity(sctx, ActivityStopReplicas, ContainersInput{Target: r.tgt[cp.Cluster], Names: names, StopTimeout: stopGrace}).Get(ctx, nil); err != nil {
+			return r.activityFailed(ctx, service, cp.Cluster, "stopping old replicas", err)
+		}
+	}
+	return nil
+}
+
+// verify runs the Verify activity on new replicas against the old ones that still run, and
+// judges the verdict.
+func (r *release) verify(ctx workflow.Context, service string, cp *ClusterPlan, stage string, newNames []string, d time.Duration) error {
+	pol := r.pol[service]
+	v := pol.Verify
+	v.Duration = spec.Duration(d)
+	var baseline []string
+	stopped := map[string]bool{}
+	for _, n := range r.stopped[service][cp.Cluster] {
+		stopped[n] = true
+	}
+	for _, n := range cp.Old {
+		if !stopped[n] {
+			baseline = append(baseline, n)
+		}
+	}
+	in := VerifyInput{Target: r.tgt[cp.Cluster], Service: service, Stage: stage, New: newNames, Baseline: baseline, Verification: v}
+	r.clusterProgress(ctx, service, cp.Cluster, func(p *ClusterProgress) { p.Message = "verifying " + stage })
+	actx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivityVerify, d), true)
+	var verdict Verdict
+	if err := workflow.ExecuteActivity(actx, ActivityVerify, in).Get(ctx, &verdict); err != nil {
+		return r.activityFailed(ctx, service, cp.Cluster, "verifying "+stage, err)
+	}
+	verdict.Service, verdict.Cluster, verdict.Stage = service, cp.Cluster, stage
+	return r.judge(ctx, verdict)
+}
+
+// judge records a verdict and decides: passed goes on, failed rolls back, inconclusive waits
+// for a human (no decision in time rolls back).
+func (r *release) judge(ctx workflow.Context, v Verdict) error {
+	v.At = workflow.Now(ctx)
+	r.st.Verdicts = append(r.st.Verdicts, v)
+	msg := fmt.Sprintf("verdict %s (%s): %s", v.Result, v.Stage, v.Reason)
+	if v.Evidence.Samples > 0 || v.Evidence.Unreachable > 0 {
+		msg += fmt.Sprintf(" [samples %d, errors %.1f%%, p95 %s, baseline p95 %s, unreachable %d]",
+			v.Evidence.Samples, 100*v.Evidence.ErrorRate, v.Evidence.P95, v.Evidence.BaselineP95, v.Evidence.Unreachable)
+	}
+	r.event(ctx, PhaseVerifying, v.Service, v.Cluster, msg)
+	switch v.Result {
+	case VerdictPassed:
+		return nil
+	case VerdictInconclusive:
+		return r.gate(ctx, v.Service, "inconclusive verdict on "+v.Stage+" ("+v.Reason+"); approve to go on", r.pol[v.Service].ApprovalWait, spec.OnTimeoutRollback)
+	default:
+		vc := v
+		return r.failWith(ctx, v.Service, fmt.Sprintf("%s failed verification on %s (%s): %s", v.Service, v.Cluster, v.Stage, v.Reason), &vc)
+	}
+}
+
+// gate waits for an approve (go on), an abort, or the timeout (onTimeout: proceed or roll back).
+func (r *release) gate(ctx workflow.Context, service, why string, timeout time.Duration, onTimeout string) error {
+	g := &gate{service: service, why: why}
+	r.approvals[service] = g
+	defer delete(r.approvals, service)
+	prev := r.st.Phase
+	r.setPhase(ctx, PhaseAwaitingApproval, fmt.Sprintf("%s: %s (timeout %s, then %s)", service, why, timeout, onTimeout))
+	r.svcPhase(service, PhaseAwaitingApproval)
+	ok, err := workflow.AwaitWithTimeout(ctx, timeout, func() bool { return g.decided || r.abort != nil })
+	if err != nil {
+		return err
+	}
+	if !ok {
+		if onTimeout == spec.OnTimeoutProceed {
+			r.event(ctx, PhaseAwaitingApproval, service, "", fmt.Sprintf("no decision within %s: proceeding as the spec says", timeout))
+			r.setPhase(ctx, prev, "")
+			return nil
+		}
+		return r.failWith(ctx, service, fmt.Sprintf("%s: no approval within %s (%s)", service, timeout, why), nil)
+	}
+	if r.abort != nil {
+		return errStop
+	}
+	r.setPhase(ctx, prev, "")
+	r.svcPhase(service, prev)
+	return nil
+}
+
+// holdIfPaused holds before the next batch or wave while the release is paused; a pause
+// longer than MaxPause rolls back.
+func (r *release) holdIfPaused(ctx workflow.Context) error {
+	if !r.paused {
+		return nil
+	}
+	limit := DefaultMaxPause
+	if r.in.MaxPause > 0 {
+		limit = r.in.MaxPause.D()
+	}
+	if r.st.Phase != PhasePaused {
+		r.phaseBefore = r.st.Phase
+		r.setPhase(ctx, PhasePaused, "holding before the next step")
+	}
+	ok, err := workflow.AwaitWithTimeout(ctx, limit, func() bool { return !r.paused })
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return r.failWith(ctx, "", fmt.Sprintf("paused for longer than %s", limit), nil)
+	}
+	if r.st.Phase == PhasePaused {
+		r.setPhase(ctx, r.phaseBefore, "resumed")
+	}
+	return nil
+}
+
+// failWith records the first reason to roll back and stops the forward path.
+func (r *release) failWith(ctx workflow.Context, service, reason string, v *Verdict) error {
+	if r.failure == nil {
+		r.failure = &failure{reason: reason, service: service, verdict: v}
+		r.event(ctx, r.st.Phase, service, "", "FAILED: "+reason)
+		if r.cancelRun != nil {
+			r.cancelRun()
+		}
+	}
+	if service != "" {
+		r.failed[service] = true
+	}
+	return errStop
+}
+
+// activityFailed turns an activity error (retries exhausted, or permanent) into a failure,
+// unless it is only the echo of a cancellation.
+func (r *release) activityFailed(ctx workflow.Context, service, cluster, what string, err error) error {
+	if temporal.IsCanceledError(err) || r.failure != nil || r.abort != nil {
+		return errStop
+	}
+	where := ""
+	if cluster != "" {
+		where = " on cluster " + cluster
+	}
+	return r.failWith(ctx, service, fmt.Sprintf("%s%s failed: %s", what, where, errText(err)), nil)
+}
+
+// stopErr normalises the error of a stopped branch.
+func (r *release) stopErr(err error) error {
+	if err == nil {
+		return errStop
+	}
+	return err
+}
+
+// noteFailure fills in the failure when the forward path ended by abort or cancellation.
+func (r *release) noteFailure(ctx workflow.Context, err error) {
+	switch {
+	case r.abort != nil:
+		reason := "aborted by " + r.abort.Actor
+		if r.abort.Reason != "" {
+			reason += ": " + r.abort.Reason
+		}
+		if r.failure == nil || r.failure.reason == "" {
+			r.failure = &failure{reason: reason}
+		} else {
+			r.failure.reason = reason + " (while: " + r.failure.reason + ")"
+		}
+	case r.failure == nil && ctx.Err() != nil:
+		r.failure = &failure{reason: "release cancelled"}
+	case r.failure == nil:
+		r.failure = &failure{reason: "release stopped: " + errText(err)}
+	}
+}
+
+// errText is an error's message without the SDK's wrapping noise.
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) {
+		return fmt.Sprintf("%s (%s)", ae.Error(), ae.Type())
+	}
+	var te *temporal.TimeoutError
+	if errors.As(err, &te) {
+		return "timed out: " + te.Error()
+	}
+	return err.Error()
+}
+
+// newNames are the container names of slots [from, to) of the new version on a cluster.
+func (r *release) newNames(s spec.Service, cp *ClusterPlan, from, to int) []string {
+	var out []string
+	for i := from; i < to; i++ {
+		out = append(out, engine.Key{Environment: r.in.Spec.Environment, Cluster: cp.Cluster, Service: s.Name, Version: s.Version, Slot: i}.ContainerName())
+	}
+	return out
+}
+
+func (r *release) touch(service, cluster string) {
+	for _, m := range []map[string]map[string][]string{r.started, r.detached, r.stopped} {
+		if m[service] == nil {
+			m[service] = map[string][]string{}
+		}
+	}
+	if r.touched[service] == nil {
+		r.touched[service] = map[string]bool{}
+	}
+	r.touched[service][cluster] = true
+}
+
+// parallel runs fn(0..n-1) in workflow goroutines, at most limit at a time (0: all), and
+// waits for every one of them even when ctx is cancelled, so nothing of the forward path
+// still runs when the rollback starts. It returns the first error.
+func parallel(ctx workflow.Context, limit, n int, fn func(ctx workflow.Context, i int) error) error {
+	if n == 0 {
+		return nil
+	}
+	var first error
+	running, done := 0, 0
+	for i := 0; i < n; i++ {
+		i := i
+		workflow.Go(ctx, func(gctx workflow.Context) {
+			defer func() { done++ }()
+			if limit > 0 {
+				if err := workflow.Await(gctx, func() bool { return running < limit }); err != nil {
+					if first == nil {
+						first = err
+					}
+					return
+				}
+			}
+			running++
+			defer func() { running-- }()
+			if err := fn(gctx, i); err != nil && first == nil {
+				first = err
+			}
+		})
+	}
+	wctx, _ := workflow.NewDisconnectedContext(ctx)
+	_ = workflow.Await(wctx, func() bool { return done == n })
+	return first
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sortedInts[V any](m map[int]V) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
+
+func clusterNames(cps []*ClusterPlan) string {
+	var out []string
+	for _, c := range cps {
+		out = append(out, c.Cluster)
+	}
+	return strings.Join(out, ", ")
+}
+
+func appendNew(list []string, names ...string) []string {
+	seen := map[string]bool{}
+	for _, n := range list {
+		seen[n] = true
+	}
+	for _, n := range names {
+		if !seen[n] {
+			seen[n] = true
+			list = append(list, n)
+		}
+	}
+	return list
+}
