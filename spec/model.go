@@ -7,13 +7,21 @@
 // survive a JSON round trip unchanged (Temporal's data converter is JSON).
 package spec
 
-import "time"
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/invopop/jsonschema"
+	"gopkg.in/yaml.v3"
+)
 
 // Environment is one deployment spec file: the clusters of an environment and every service
 // with its version.
 type Environment struct {
 	// Environment is the environment's name (a DNS label: lower-case letters, digits, '-').
 	Environment string `yaml:"environment" json:"environment"`
+	// Description is free text for people reading the file.
 	Description string `yaml:"description,omitempty" json:"description,omitempty"`
 	// Clusters are the Docker engines (later Swarm managers) of this environment.
 	Clusters []Cluster `yaml:"clusters" json:"clusters"`
@@ -21,13 +29,15 @@ type Environment struct {
 	Rollout EnvironmentRollout `yaml:"rollout,omitempty" json:"rollout,omitempty"`
 	// Defaults apply to every service that does not set the field itself.
 	Defaults ServiceDefaults `yaml:"defaults,omitempty" json:"defaults,omitempty"`
-	Services []Service       `yaml:"services" json:"services"`
-	// LoadTests are scheduled load tests (issue 6).
+	// Services are the services of the environment, each at one version.
+	Services []Service `yaml:"services" json:"services"`
+	// LoadTests are load tests of single services, on demand, on a schedule or as a canary gate.
 	LoadTests []LoadTest `yaml:"load_tests,omitempty" json:"load_tests,omitempty"`
 }
 
 // Cluster is one Docker engine endpoint.
 type Cluster struct {
+	// Name is the cluster's name (a DNS label, unique in the environment).
 	Name string `yaml:"name" json:"name"`
 	// Endpoint is a DOCKER_HOST-style URL: unix:///var/run/docker.sock, tcp://host:2376.
 	// Empty means the worker's own environment (DOCKER_HOST or the default socket).
@@ -36,74 +46,109 @@ type Cluster struct {
 	TLS *TLS `yaml:"tls,omitempty" json:"tls,omitempty"`
 	// Wave orders the rollout: clusters of wave 1 first, then wave 2 ...; the clusters of one
 	// wave change in parallel. Default 1.
-	Wave int `yaml:"wave,omitempty" json:"wave,omitempty"`
+	Wave int `yaml:"wave,omitempty" json:"wave,omitempty" jsonschema:"minimum=1"`
 	// Canary marks the cluster where canaries are onboarded. Default: the first cluster of
 	// the lowest wave.
-	Canary bool              `yaml:"canary,omitempty" json:"canary,omitempty"`
+	Canary bool `yaml:"canary,omitempty" json:"canary,omitempty"`
+	// Labels are free key/value metadata of the cluster (region, team ...).
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
-	Policy ClusterPolicy     `yaml:"policy,omitempty" json:"policy,omitempty"`
+	// Policy says what containers may do on this cluster; everything is denied by default.
+	Policy ClusterPolicy `yaml:"policy,omitempty" json:"policy,omitempty"`
 }
 
 // TLS names the client certificate files for a tcp:// endpoint.
 type TLS struct {
-	CA     string `yaml:"ca,omitempty" json:"ca,omitempty"`
-	Cert   string `yaml:"cert,omitempty" json:"cert,omitempty"`
-	Key    string `yaml:"key,omitempty" json:"key,omitempty"`
-	Verify *bool  `yaml:"verify,omitempty" json:"verify,omitempty"`
+	// CA is the CA certificate file that signed the engine's certificate.
+	CA string `yaml:"ca,omitempty" json:"ca,omitempty"`
+	// Cert is the client certificate file (set together with key).
+	Cert string `yaml:"cert,omitempty" json:"cert,omitempty"`
+	// Key is the client key file (set together with cert).
+	Key string `yaml:"key,omitempty" json:"key,omitempty"`
+	// Verify checks the engine's certificate against ca; default true.
+	Verify *bool `yaml:"verify,omitempty" json:"verify,omitempty"`
 }
 
 // ClusterPolicy says what containers may do on a cluster. Everything is denied by default.
 type ClusterPolicy struct {
-	AllowPrivileged  bool `yaml:"allow_privileged,omitempty" json:"allow_privileged,omitempty"`
-	AllowHostMounts  bool `yaml:"allow_host_mounts,omitempty" json:"allow_host_mounts,omitempty"`
+	// AllowPrivileged lets services run privileged containers here.
+	AllowPrivileged bool `yaml:"allow_privileged,omitempty" json:"allow_privileged,omitempty"`
+	// AllowHostMounts lets services bind-mount host paths here.
+	AllowHostMounts bool `yaml:"allow_host_mounts,omitempty" json:"allow_host_mounts,omitempty"`
+	// AllowHostNetwork lets containers use the host's network (reserved: no service field asks for it yet).
 	AllowHostNetwork bool `yaml:"allow_host_network,omitempty" json:"allow_host_network,omitempty"`
-	// MaxReplicas caps the replicas of one service on this cluster (0 = no cap).
-	MaxReplicas int `yaml:"max_replicas,omitempty" json:"max_replicas,omitempty"`
+	// MaxReplicas caps the replicas (and canary replicas) of one service on this cluster (0 = no cap).
+	MaxReplicas int `yaml:"max_replicas,omitempty" json:"max_replicas,omitempty" jsonschema:"minimum=0"`
 }
 
 // EnvironmentRollout holds the limits of controlled onboarding.
 type EnvironmentRollout struct {
 	// MaxParallelClusters caps how many clusters change at once (0 = a whole wave).
-	MaxParallelClusters int `yaml:"max_parallel_clusters,omitempty" json:"max_parallel_clusters,omitempty"`
+	MaxParallelClusters int `yaml:"max_parallel_clusters,omitempty" json:"max_parallel_clusters,omitempty" jsonschema:"minimum=0"`
 	// MaxParallelServices caps how many services of one release change at once (0 = no cap
 	// beyond depends_on order).
-	MaxParallelServices int `yaml:"max_parallel_services,omitempty" json:"max_parallel_services,omitempty"`
+	MaxParallelServices int `yaml:"max_parallel_services,omitempty" json:"max_parallel_services,omitempty" jsonschema:"minimum=0"`
 }
 
 // ServiceDefaults are the fields a service inherits when it does not set them.
+// Blocks merge field by field; a boolean is inherited only with its whole block.
 type ServiceDefaults struct {
-	Replicas     int           `yaml:"replicas,omitempty" json:"replicas,omitempty"`
-	Resources    *Resources    `yaml:"resources,omitempty" json:"resources,omitempty"`
-	Health       *Health       `yaml:"health,omitempty" json:"health,omitempty"`
-	Canary       *Canary       `yaml:"canary,omitempty" json:"canary,omitempty"`
-	Rollout      *Rollout      `yaml:"rollout,omitempty" json:"rollout,omitempty"`
+	// Replicas per cluster for services that do not set replicas.
+	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty" jsonschema:"minimum=1"`
+	// Resources are default container limits.
+	Resources *Resources `yaml:"resources,omitempty" json:"resources,omitempty"`
+	// Health is the default health check.
+	Health *Health `yaml:"health,omitempty" json:"health,omitempty"`
+	// Canary is the default canary policy.
+	Canary *Canary `yaml:"canary,omitempty" json:"canary,omitempty"`
+	// Rollout is the default in-cluster rollout policy.
+	Rollout *Rollout `yaml:"rollout,omitempty" json:"rollout,omitempty"`
+	// Verification is the default verification.
 	Verification *Verification `yaml:"verification,omitempty" json:"verification,omitempty"`
-	Rollback     *Rollback     `yaml:"rollback,omitempty" json:"rollback,omitempty"`
+	// Rollback is the default rollback policy.
+	Rollback *Rollback `yaml:"rollback,omitempty" json:"rollback,omitempty"`
 }
 
 // Service is one service of the environment at one version.
 type Service struct {
+	// Name is the service's name (a DNS label, unique in the environment). It is the DNS
+	// alias other containers reach the service by.
 	Name string `yaml:"name" json:"name"`
 	// Image is the repository without tag, e.g. registry.example.com/shop/cart.
 	Image string `yaml:"image" json:"image"`
 	// Version is a tag ("1.4.2") or a digest ("sha256:…").
 	Version string `yaml:"version" json:"version"`
 	// Clusters this service runs on; empty means every cluster.
-	Clusters  []string          `yaml:"clusters,omitempty" json:"clusters,omitempty"`
-	Replicas  int               `yaml:"replicas,omitempty" json:"replicas,omitempty"`
-	Port      int               `yaml:"port,omitempty" json:"port,omitempty"`
-	Env       map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
-	Command   []string          `yaml:"command,omitempty" json:"command,omitempty"`
-	Resources *Resources        `yaml:"resources,omitempty" json:"resources,omitempty"`
-	// Privileged and Mounts are refused unless the cluster's policy allows them.
-	Privileged   bool          `yaml:"privileged,omitempty" json:"privileged,omitempty"`
-	Mounts       []Mount       `yaml:"mounts,omitempty" json:"mounts,omitempty"`
-	Health       *Health       `yaml:"health,omitempty" json:"health,omitempty"`
-	DependsOn    []string      `yaml:"depends_on,omitempty" json:"depends_on,omitempty"`
-	Canary       *Canary       `yaml:"canary,omitempty" json:"canary,omitempty"`
-	Rollout      *Rollout      `yaml:"rollout,omitempty" json:"rollout,omitempty"`
+	Clusters []string `yaml:"clusters,omitempty" json:"clusters,omitempty"`
+	// Replicas of the service on each of its clusters. Default: defaults.replicas, then 1.
+	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty" jsonschema:"minimum=1"`
+	// Port is the container port the service listens on (health and verification probes
+	// use it). A service without a port is not verified over HTTP.
+	Port int `yaml:"port,omitempty" json:"port,omitempty" jsonschema:"minimum=1,maximum=65535"`
+	// Env are environment variables of the containers. They end up in the workflow history:
+	// keep secrets out (use files or a secret store the image reads).
+	Env map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	// Command replaces the image's CMD (arguments to its ENTRYPOINT).
+	Command []string `yaml:"command,omitempty" json:"command,omitempty"`
+	// Resources are per-container limits; none by default.
+	Resources *Resources `yaml:"resources,omitempty" json:"resources,omitempty"`
+	// Privileged runs the containers privileged: refused unless the policy of every cluster
+	// of the service sets allow_privileged.
+	Privileged bool `yaml:"privileged,omitempty" json:"privileged,omitempty"`
+	// Mounts are host bind mounts: refused unless the policy of every cluster of the service
+	// sets allow_host_mounts.
+	Mounts []Mount `yaml:"mounts,omitempty" json:"mounts,omitempty"`
+	// Health is the container health check.
+	Health *Health `yaml:"health,omitempty" json:"health,omitempty"`
+	// DependsOn names services that are released before this one in the same release.
+	DependsOn []string `yaml:"depends_on,omitempty" json:"depends_on,omitempty"`
+	// Canary is the canary onboarding policy.
+	Canary *Canary `yaml:"canary,omitempty" json:"canary,omitempty"`
+	// Rollout is the in-cluster rollout policy.
+	Rollout *Rollout `yaml:"rollout,omitempty" json:"rollout,omitempty"`
+	// Verification is how a new version is judged.
 	Verification *Verification `yaml:"verification,omitempty" json:"verification,omitempty"`
-	Rollback     *Rollback     `yaml:"rollback,omitempty" json:"rollback,omitempty"`
+	// Rollback is the rollback policy.
+	Rollback *Rollback `yaml:"rollback,omitempty" json:"rollback,omitempty"`
 }
 
 // ImageRef is the full image reference of the service's version: repo:tag or repo@sha256:….
@@ -119,15 +164,21 @@ func ImageRef(image, version string) string {
 
 // Mount is a host bind mount (only where the cluster's policy allows host mounts).
 type Mount struct {
-	Source   string `yaml:"source" json:"source"`
-	Target   string `yaml:"target" json:"target"`
-	ReadOnly bool   `yaml:"read_only,omitempty" json:"read_only,omitempty"`
+	// Source is an absolute path on the cluster's host.
+	Source string `yaml:"source" json:"source"`
+	// Target is an absolute path in the container.
+	Target string `yaml:"target" json:"target"`
+	// ReadOnly mounts the path read-only.
+	ReadOnly bool `yaml:"read_only,omitempty" json:"read_only,omitempty"`
 }
 
 // Resources are per-container limits. Memory takes units: 64Mi, 1Gi, 512M.
 type Resources struct {
-	Memory string  `yaml:"memory,omitempty" json:"memory,omitempty"`
-	CPUs   float64 `yaml:"cpus,omitempty" json:"cpus,omitempty"`
+	// Memory limit: bytes or a number with a unit, binary (Ki, Mi, Gi, Ti) or decimal (k, M,
+	// G, T), e.g. 64Mi, 1Gi, 512M. At least 6Mi.
+	Memory string `yaml:"memory,omitempty" json:"memory,omitempty" jsonschema:"pattern=^[0-9]+(\\.[0-9]+)?(k|K|M|G|T|Ki|Mi|Gi|Ti)?$"`
+	// CPUs is the number of CPUs a container may use (e.g. 0.5).
+	CPUs float64 `yaml:"cpus,omitempty" json:"cpus,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1024"`
 }
 
 // Health is a container's health check: an HTTP GET on the container port, or the image's
@@ -136,10 +187,14 @@ type Health struct {
 	// HTTPPath is probed on the container port; 2xx/3xx is healthy.
 	HTTPPath string `yaml:"http_path,omitempty" json:"http_path,omitempty"`
 	// Image uses the image's HEALTHCHECK instead of an HTTP probe.
-	Image       bool     `yaml:"image,omitempty" json:"image,omitempty"`
-	Interval    Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
-	Timeout     Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	Retries     int      `yaml:"retries,omitempty" json:"retries,omitempty"`
+	Image bool `yaml:"image,omitempty" json:"image,omitempty"`
+	// Interval between checks.
+	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
+	// Timeout of one check.
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	// Retries is how many consecutive failed checks make a replica unhealthy.
+	Retries int `yaml:"retries,omitempty" json:"retries,omitempty" jsonschema:"minimum=1"`
+	// StartPeriod is a grace period after start during which failed checks do not count.
 	StartPeriod Duration `yaml:"start_period,omitempty" json:"start_period,omitempty"`
 	// Deadline is how long a new replica may take to become healthy before it counts as failed.
 	Deadline Duration `yaml:"deadline,omitempty" json:"deadline,omitempty"`
@@ -148,9 +203,10 @@ type Health struct {
 // Canary is the canary onboarding policy.
 type Canary struct {
 	// Replicas of the new version started beside the stable ones in the canary cluster.
-	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty"`
+	Replicas int `yaml:"replicas,omitempty" json:"replicas,omitempty" jsonschema:"minimum=1"`
 	// Soak is how long the canary is verified against stable before the rollout goes on.
-	Soak     Duration  `yaml:"soak,omitempty" json:"soak,omitempty"`
+	Soak Duration `yaml:"soak,omitempty" json:"soak,omitempty"`
+	// Approval is an optional human gate after the canary passed.
 	Approval *Approval `yaml:"approval,omitempty" json:"approval,omitempty"`
 	// Skip turns canary onboarding off for this service.
 	Skip bool `yaml:"skip,omitempty" json:"skip,omitempty"`
@@ -161,15 +217,18 @@ type Canary struct {
 // Approval is a human gate after the canary. With no decision within Timeout the release
 // takes OnTimeout (default rollback).
 type Approval struct {
-	Required  bool     `yaml:"required,omitempty" json:"required,omitempty"`
-	Timeout   Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
-	OnTimeout string   `yaml:"on_timeout,omitempty" json:"on_timeout,omitempty"` // rollback | proceed
+	// Required turns the gate on: the release waits for an approve (or abort) after the canary.
+	Required bool `yaml:"required,omitempty" json:"required,omitempty"`
+	// Timeout is how long the release waits for a decision.
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	// OnTimeout is what happens without a decision: rollback or proceed.
+	OnTimeout string `yaml:"on_timeout,omitempty" json:"on_timeout,omitempty" jsonschema:"enum=rollback,enum=proceed"`
 }
 
 // Rollout is the in-cluster rollout policy.
 type Rollout struct {
 	// BatchSize is how many replicas are replaced at a time inside a cluster.
-	BatchSize int `yaml:"batch_size,omitempty" json:"batch_size,omitempty"`
+	BatchSize int `yaml:"batch_size,omitempty" json:"batch_size,omitempty" jsonschema:"minimum=1"`
 	// Pause between batches.
 	Pause Duration `yaml:"pause,omitempty" json:"pause,omitempty"`
 }
@@ -177,38 +236,47 @@ type Rollout struct {
 // Verification is how a new version is judged: probes on every new replica (and on the
 // stable ones for comparison) for Duration, at Interval.
 type Verification struct {
-	Requests []Probe  `yaml:"requests,omitempty" json:"requests,omitempty"`
+	// Requests are the HTTP probes; default one GET of health.http_path, or of /.
+	Requests []Probe `yaml:"requests,omitempty" json:"requests,omitempty"`
+	// Interval between two rounds of probes.
 	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
+	// Duration of one verification.
 	Duration Duration `yaml:"duration,omitempty" json:"duration,omitempty"`
 	// MinSamples below which the verdict is inconclusive, never passed.
-	MinSamples int `yaml:"min_samples,omitempty" json:"min_samples,omitempty"`
-	// MaxErrorRate is the highest tolerated share of failed probes, 0..1.
-	MaxErrorRate float64 `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"`
+	MinSamples int `yaml:"min_samples,omitempty" json:"min_samples,omitempty" jsonschema:"minimum=1"`
+	// MaxErrorRate is the highest tolerated share of failed probes, 0..1 (0 itself cannot be
+	// written: it means unset).
+	MaxErrorRate float64 `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1"`
 	// MaxP95Latency is an absolute latency ceiling for the new version.
 	MaxP95Latency Duration `yaml:"max_p95_latency,omitempty" json:"max_p95_latency,omitempty"`
 	// MaxLatencyRatio compares new p95 against stable p95 on the same requests (e.g. 1.5).
-	MaxLatencyRatio float64 `yaml:"max_latency_ratio,omitempty" json:"max_latency_ratio,omitempty"`
+	MaxLatencyRatio float64 `yaml:"max_latency_ratio,omitempty" json:"max_latency_ratio,omitempty" jsonschema:"minimum=1"`
 	// Skip turns verification off (health checks still apply).
 	Skip bool `yaml:"skip,omitempty" json:"skip,omitempty"`
 }
 
 // Probe is one HTTP request of a verification.
 type Probe struct {
-	Path         string            `yaml:"path" json:"path"`
-	Method       string            `yaml:"method,omitempty" json:"method,omitempty"`
-	Headers      map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
-	ExpectStatus int               `yaml:"expect_status,omitempty" json:"expect_status,omitempty"`
-	Timeout      Duration          `yaml:"timeout,omitempty" json:"timeout,omitempty"`
+	// Path is the request path (and query), starting with '/'.
+	Path string `yaml:"path" json:"path"`
+	// Method is the HTTP method.
+	Method string `yaml:"method,omitempty" json:"method,omitempty" jsonschema:"enum=GET,enum=HEAD,enum=POST,enum=PUT,enum=PATCH,enum=DELETE,enum=OPTIONS"`
+	// Headers are sent with the request.
+	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
+	// ExpectStatus is the status a good answer has; any other status counts as an error.
+	ExpectStatus int `yaml:"expect_status,omitempty" json:"expect_status,omitempty" jsonschema:"minimum=100,maximum=599"`
+	// Timeout of one request; a timeout counts as an error.
+	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`
 }
 
 // Rollback is the rollback policy.
 type Rollback struct {
 	// Scope: "release" (default: every service of the release goes back, so no mixed
 	// versions survive) or "service" (only the failing service goes back).
-	Scope string `yaml:"scope,omitempty" json:"scope,omitempty"`
+	Scope string `yaml:"scope,omitempty" json:"scope,omitempty" jsonschema:"enum=release,enum=service"`
 	// KeepPrevious: "running" (default: replaced containers keep running out of traffic, so a
 	// rollback only re-attaches them) or "stopped" (less memory, slower rollback).
-	KeepPrevious string `yaml:"keep_previous,omitempty" json:"keep_previous,omitempty"`
+	KeepPrevious string `yaml:"keep_previous,omitempty" json:"keep_previous,omitempty" jsonschema:"enum=running,enum=stopped"`
 }
 
 // Rollback scopes and keep modes.
@@ -226,28 +294,40 @@ const (
 
 // LoadTest is a load test of one service, optionally on a schedule (issue 6).
 type LoadTest struct {
-	Name     string   `yaml:"name" json:"name"`
-	Service  string   `yaml:"service" json:"service"`
+	// Name of the load test (a DNS label, unique in the environment).
+	Name string `yaml:"name" json:"name"`
+	// Service under test.
+	Service string `yaml:"service" json:"service"`
+	// Clusters to load; default every cluster of the service.
 	Clusters []string `yaml:"clusters,omitempty" json:"clusters,omitempty"`
-	Requests []Probe  `yaml:"requests,omitempty" json:"requests,omitempty"`
+	// Requests to send, in turn; default the service's verification requests.
+	Requests []Probe `yaml:"requests,omitempty" json:"requests,omitempty"`
 	// Rate in requests per second.
-	Rate     int      `yaml:"rate" json:"rate"`
+	Rate int `yaml:"rate" json:"rate" jsonschema:"minimum=1"`
+	// Duration of the measured part of the test.
 	Duration Duration `yaml:"duration" json:"duration"`
-	WarmUp   Duration `yaml:"warm_up,omitempty" json:"warm_up,omitempty"`
+	// WarmUp is sent before the measured part and not counted.
+	WarmUp Duration `yaml:"warm_up,omitempty" json:"warm_up,omitempty"`
 	// ScaleFactor scales the service's replicas before the test (e.g. 4) and back after.
-	ScaleFactor int  `yaml:"scale_factor,omitempty" json:"scale_factor,omitempty"`
-	SLO         SLOs `yaml:"slo,omitempty" json:"slo,omitempty"`
+	ScaleFactor int `yaml:"scale_factor,omitempty" json:"scale_factor,omitempty" jsonschema:"minimum=1"`
+	// SLO are the objectives the test must meet.
+	SLO SLOs `yaml:"slo,omitempty" json:"slo,omitempty"`
 	// Schedule: a cron expression ("0 3 * * *") or an interval ("@every 6h").
 	Schedule string `yaml:"schedule,omitempty" json:"schedule,omitempty"`
 }
 
 // SLOs a load test must meet.
 type SLOs struct {
-	P50           Duration `yaml:"p50,omitempty" json:"p50,omitempty"`
-	P95           Duration `yaml:"p95,omitempty" json:"p95,omitempty"`
-	P99           Duration `yaml:"p99,omitempty" json:"p99,omitempty"`
-	MaxErrorRate  float64  `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty"`
-	MinThroughput float64  `yaml:"min_throughput,omitempty" json:"min_throughput,omitempty"`
+	// P50 is the highest allowed median latency.
+	P50 Duration `yaml:"p50,omitempty" json:"p50,omitempty"`
+	// P95 is the highest allowed 95th-percentile latency.
+	P95 Duration `yaml:"p95,omitempty" json:"p95,omitempty"`
+	// P99 is the highest allowed 99th-percentile latency.
+	P99 Duration `yaml:"p99,omitempty" json:"p99,omitempty"`
+	// MaxErrorRate is the highest tolerated share of failed requests, 0..1.
+	MaxErrorRate float64 `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1"`
+	// MinThroughput is the least number of successful requests per second.
+	MinThroughput float64 `yaml:"min_throughput,omitempty" json:"min_throughput,omitempty" jsonschema:"minimum=0"`
 }
 
 // Duration is a time.Duration written as "1m30s" in YAML and JSON.
@@ -263,10 +343,10 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return []byte(`"` + time.Duration(d).String() + `"`), nil
 }
 
-// UnmarshalJSON reads "1m30s" (or a number of nanoseconds).
+// UnmarshalJSON reads "1m30s" (or an integer number of nanoseconds).
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	s := string(b)
-	if len(s) >= 2 && s[0] == '"' {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
 		v, err := time.ParseDuration(s[1 : len(s)-1])
 		if err != nil {
 			return err
@@ -274,12 +354,9 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		*d = Duration(v)
 		return nil
 	}
-	var n int64
-	for _, c := range s {
-		if c < '0' || c > '9' {
-			return &time.ParseError{Layout: "duration", Value: s, Message: ": not a duration"}
-		}
-		n = n*10 + int64(c-'0')
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("invalid duration %s: want a string such as \"1m30s\"", s)
 	}
 	*d = Duration(n)
 	return nil
@@ -287,3 +364,29 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // MarshalYAML writes the duration as a string.
 func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
+// UnmarshalYAML reads a duration string such as "1m30s" (for code that decodes spec parts
+// with yaml.v3 directly; Parse has its own stricter decoder).
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	var s string
+	if err := n.Decode(&s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("line %d: %w", n.Line, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// JSONSchema describes a duration for the generated JSON Schema: a string in Go's duration
+// syntax.
+func (Duration) JSONSchema() *jsonschema.Schema {
+	return &jsonschema.Schema{
+		Type:        "string",
+		Pattern:     DurationPattern,
+		Description: "A duration: a number with a unit (ns, us, ms, s, m, h), e.g. 250ms, 30s, 1m30s.",
+		Examples:    []any{"30s", "1m30s", "250ms"},
+	}
+}

@@ -1,0 +1,277 @@
+package spec
+
+import (
+	"maps"
+	"slices"
+	"time"
+)
+
+// Built-in defaults, applied by ApplyDefaults after a service's own fields and the
+// environment's defaults: block. docs/spec.md lists each with its field.
+const (
+	DefaultReplicas             = 1
+	DefaultCanaryReplicas       = 1
+	DefaultSoak                 = 30 * time.Second
+	DefaultApprovalTimeout      = 30 * time.Minute
+	DefaultOnTimeout            = OnTimeoutRollback
+	DefaultHealthInterval       = 2 * time.Second
+	DefaultHealthTimeout        = 2 * time.Second
+	DefaultHealthRetries        = 3
+	DefaultHealthDeadline       = 60 * time.Second
+	DefaultBatchSize            = 1
+	DefaultVerificationInterval = 250 * time.Millisecond
+	DefaultVerificationDuration = 10 * time.Second
+	DefaultMinSamples           = 10
+	DefaultMaxErrorRate         = 0.01
+	DefaultProbeMethod          = "GET"
+	DefaultProbePath            = "/"
+	DefaultExpectStatus         = 200
+	DefaultProbeTimeout         = 2 * time.Second
+	DefaultScope                = ScopeRelease
+	DefaultKeepPrevious         = KeepRunning
+	DefaultScaleFactor          = 1
+)
+
+// ApplyDefaults completes an Environment so the workflow sees every policy spelled out:
+//
+//   - clusters get wave 1 when they have none; when no cluster says canary: true, the first
+//     cluster (in file order) of the lowest wave becomes the canary cluster;
+//   - a service with no clusters runs on every cluster (the list is filled in, file order);
+//   - a service inherits the defaults: block field by field (a block the service lacks is
+//     copied whole; a boolean is inherited only with its whole block, so a service can turn
+//     a default skip/required off by writing the block), then the built-in defaults fill
+//     what is still unset (see the Default* constants);
+//   - health, canary (with approval), rollout, verification and rollback are never nil
+//     afterwards; resources stays nil when neither service nor defaults limit anything;
+//   - a service without a port is not verified over HTTP (verification.skip = true);
+//   - load tests get their service's clusters, its verification requests and scale factor 1.
+//
+// ApplyDefaults is idempotent, also after a JSON round trip. Parse calls it.
+func ApplyDefaults(env *Environment) {
+	for i := range env.Clusters {
+		if env.Clusters[i].Wave == 0 {
+			env.Clusters[i].Wave = DefaultWave
+		}
+	}
+	if len(env.Clusters) > 0 && !slices.ContainsFunc(env.Clusters, func(c Cluster) bool { return c.Canary }) {
+		best := 0
+		for i, c := range env.Clusters {
+			if c.Wave < env.Clusters[best].Wave {
+				best = i
+			}
+		}
+		env.Clusters[best].Canary = true
+	}
+	for i := range env.Services {
+		s := &env.Services[i]
+		inheritDefaults(s, &env.Defaults)
+		builtinDefaults(env, s)
+	}
+	for i := range env.LoadTests {
+		lt := &env.LoadTests[i]
+		svc, ok := env.Service(lt.Service)
+		if len(lt.Clusters) == 0 && ok {
+			lt.Clusters = slices.Clone(svc.Clusters)
+		}
+		if len(lt.Requests) == 0 && ok && svc.Verification != nil {
+			lt.Requests = cloneProbes(svc.Verification.Requests)
+		}
+		if len(lt.Requests) == 0 {
+			lt.Requests = []Probe{{Path: DefaultProbePath}}
+		}
+		for j := range lt.Requests {
+			probeDefaults(&lt.Requests[j])
+		}
+		if lt.ScaleFactor == 0 {
+			lt.ScaleFactor = DefaultScaleFactor
+		}
+	}
+}
+
+// inheritDefaults fills the service's unset fields from the environment's defaults block.
+func inheritDefaults(s *Service, d *ServiceDefaults) {
+	if s.Replicas == 0 {
+		s.Replicas = d.Replicas
+	}
+	if d.Resources != nil {
+		if s.Resources == nil {
+			s.Resources = &Resources{}
+		}
+		setIfZero(&s.Resources.Memory, d.Resources.Memory)
+		setIfZero(&s.Resources.CPUs, d.Resources.CPUs)
+	}
+	if d.Health != nil {
+		if s.Health == nil {
+			s.Health = cloneHealth(d.Health)
+		} else {
+			h, dh := s.Health, d.Health
+			if !h.Image {
+				setIfZero(&h.HTTPPath, dh.HTTPPath)
+			}
+			setIfZero(&h.Interval, dh.Interval)
+			setIfZero(&h.Timeout, dh.Timeout)
+			setIfZero(&h.Retries, dh.Retries)
+			setIfZero(&h.StartPeriod, dh.StartPeriod)
+			setIfZero(&h.Deadline, dh.Deadline)
+		}
+	}
+	if d.Canary != nil {
+		if s.Canary == nil {
+			s.Canary = cloneCanary(d.Canary)
+		} else {
+			c, dc := s.Canary, d.Canary
+			setIfZero(&c.Replicas, dc.Replicas)
+			setIfZero(&c.Soak, dc.Soak)
+			setIfZero(&c.LoadTest, dc.LoadTest)
+			if dc.Approval != nil {
+				if c.Approval == nil {
+					a := *dc.Approval
+					c.Approval = &a
+				} else {
+					setIfZero(&c.Approval.Timeout, dc.Approval.Timeout)
+					setIfZero(&c.Approval.OnTimeout, dc.Approval.OnTimeout)
+				}
+			}
+		}
+	}
+	if d.Rollout != nil {
+		if s.Rollout == nil {
+			r := *d.Rollout
+			s.Rollout = &r
+		} else {
+			setIfZero(&s.Rollout.BatchSize, d.Rollout.BatchSize)
+			setIfZero(&s.Rollout.Pause, d.Rollout.Pause)
+		}
+	}
+	if d.Verification != nil {
+		if s.Verification == nil {
+			s.Verification = cloneVerification(d.Verification)
+		} else {
+			v, dv := s.Verification, d.Verification
+			if len(v.Requests) == 0 {
+				v.Requests = cloneProbes(dv.Requests)
+			}
+			setIfZero(&v.Interval, dv.Interval)
+			setIfZero(&v.Duration, dv.Duration)
+			setIfZero(&v.MinSamples, dv.MinSamples)
+			setIfZero(&v.MaxErrorRate, dv.MaxErrorRate)
+			setIfZero(&v.MaxP95Latency, dv.MaxP95Latency)
+			setIfZero(&v.MaxLatencyRatio, dv.MaxLatencyRatio)
+		}
+	}
+	if d.Rollback != nil {
+		if s.Rollback == nil {
+			r := *d.Rollback
+			s.Rollback = &r
+		} else {
+			setIfZero(&s.Rollback.Scope, d.Rollback.Scope)
+			setIfZero(&s.Rollback.KeepPrevious, d.Rollback.KeepPrevious)
+		}
+	}
+}
+
+// builtinDefaults fills what neither the service nor the defaults block set.
+func builtinDefaults(env *Environment, s *Service) {
+	setIfZero(&s.Replicas, DefaultReplicas)
+	if len(s.Clusters) == 0 {
+		for _, c := range env.Clusters {
+			s.Clusters = append(s.Clusters, c.Name)
+		}
+	}
+	if s.Health == nil {
+		s.Health = &Health{}
+	}
+	setIfZero(&s.Health.Interval, Duration(DefaultHealthInterval))
+	setIfZero(&s.Health.Timeout, Duration(DefaultHealthTimeout))
+	setIfZero(&s.Health.Retries, DefaultHealthRetries)
+	setIfZero(&s.Health.Deadline, Duration(DefaultHealthDeadline))
+
+	if s.Canary == nil {
+		s.Canary = &Canary{}
+	}
+	setIfZero(&s.Canary.Replicas, DefaultCanaryReplicas)
+	setIfZero(&s.Canary.Soak, Duration(DefaultSoak))
+	if s.Canary.Approval == nil {
+		s.Canary.Approval = &Approval{}
+	}
+	setIfZero(&s.Canary.Approval.Timeout, Duration(DefaultApprovalTimeout))
+	setIfZero(&s.Canary.Approval.OnTimeout, DefaultOnTimeout)
+
+	if s.Rollout == nil {
+		s.Rollout = &Rollout{}
+	}
+	setIfZero(&s.Rollout.BatchSize, DefaultBatchSize)
+
+	if s.Verification == nil {
+		s.Verification = &Verification{}
+	}
+	v := s.Verification
+	if s.Port == 0 {
+		v.Skip = true // nothing to send HTTP requests to; health checks still apply
+	}
+	if len(v.Requests) == 0 && s.Port != 0 {
+		p := DefaultProbePath
+		if s.Health.HTTPPath != "" {
+			p = s.Health.HTTPPath
+		}
+		v.Requests = []Probe{{Path: p}}
+	}
+	for j := range v.Requests {
+		probeDefaults(&v.Requests[j])
+	}
+	setIfZero(&v.Interval, Duration(DefaultVerificationInterval))
+	setIfZero(&v.Duration, Duration(DefaultVerificationDuration))
+	setIfZero(&v.MinSamples, DefaultMinSamples)
+	setIfZero(&v.MaxErrorRate, DefaultMaxErrorRate)
+
+	if s.Rollback == nil {
+		s.Rollback = &Rollback{}
+	}
+	setIfZero(&s.Rollback.Scope, DefaultScope)
+	setIfZero(&s.Rollback.KeepPrevious, DefaultKeepPrevious)
+}
+
+func probeDefaults(p *Probe) {
+	setIfZero(&p.Method, DefaultProbeMethod)
+	setIfZero(&p.ExpectStatus, DefaultExpectStatus)
+	setIfZero(&p.Timeout, Duration(DefaultProbeTimeout))
+}
+
+func setIfZero[T comparable](dst *T, v T) {
+	var zero T
+	if *dst == zero {
+		*dst = v
+	}
+}
+
+func cloneHealth(h *Health) *Health {
+	c := *h
+	return &c
+}
+
+func cloneCanary(c *Canary) *Canary {
+	out := *c
+	if c.Approval != nil {
+		a := *c.Approval
+		out.Approval = &a
+	}
+	return &out
+}
+
+func cloneVerification(v *Verification) *Verification {
+	out := *v
+	out.Requests = cloneProbes(v.Requests)
+	return &out
+}
+
+func cloneProbes(ps []Probe) []Probe {
+	if ps == nil {
+		return nil
+	}
+	out := make([]Probe, len(ps))
+	for i, p := range ps {
+		out[i] = p
+		out[i].Headers = maps.Clone(p.Headers)
+	}
+	return out
+}
