@@ -1,0 +1,539 @@
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// A second daemon lives in daemonBase/<idx> (short paths: a unix socket path must stay under
+// 108 bytes) with its own bridge slpbr<idx> on 10.199.<idx>.1/24 and its own address pool
+// 10.<200+idx>.0.0/16 for user networks, so neither clashes with the default engine (which
+// allocates from 172.16.0.0/12 and 192.168.0.0/16) nor with another second daemon.
+const (
+	daemonBase = "/tmp/slipway-dockerd"
+	maxDaemons = 50
+)
+
+// daemon is a second dockerd started by this process.
+type daemon struct {
+	idx    int
+	dir    string
+	bridge string
+	host   string
+	cmd    *exec.Cmd
+	exited chan struct{} // closed when the process has exited
+}
+
+var (
+	daemonsMu  sync.Mutex
+	mainActive bool                // Main runs the tests: share one daemon per process
+	running    = map[int]*daemon{} // started and not stopped, by slot
+
+	sharedMu  sync.Mutex // held while the shared daemon starts
+	shared    *daemon
+	sharedErr error
+)
+
+// Main runs the package's tests and then stops the second daemon they shared. Use it from
+// TestMain in every package that calls SecondDaemon:
+//
+//	func TestMain(m *testing.M) { testenv.Main(m) }
+//
+// Without it, SecondDaemon starts one daemon per test and stops it in the test's cleanup,
+// which is correct but costs a few seconds per test.
+func Main(m *testing.M) {
+	daemonsMu.Lock()
+	mainActive = true
+	daemonsMu.Unlock()
+	code := m.Run()
+	sharedMu.Lock()
+	d := shared
+	shared = nil
+	sharedMu.Unlock()
+	if d != nil {
+		if err := d.stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: stopping the second Docker daemon: %v\n", err)
+			if code == 0 {
+				code = 1
+			}
+		}
+	}
+	os.Exit(code)
+}
+
+// SecondDaemon returns the DOCKER_HOST-style address (unix://...) of a second Docker daemon
+// beside the default one: its own socket, --data-root, --exec-root, --pidfile, containerd
+// namespace, bridge (-b) and address pool, with --iptables=false. The demo images
+// (DemoImages) are loaded into it. Under Main one daemon is shared by the whole test
+// process and stopped when the tests end; otherwise each call starts one and stops it in
+// t's cleanup. Stopping removes every container and network on it, the bridge and the
+// directories.
+//
+// It skips t (fails it in CI, see the package doc) when not root or dockerd is missing.
+// A daemon left behind by a killed test process is cleaned up by the next start.
+func SecondDaemon(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		unavailable(t, "a second dockerd needs root")
+	}
+	for _, tool := range []string{"dockerd", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			unavailable(t, "no "+tool+" on PATH: cannot start a second Docker daemon")
+		}
+	}
+	DemoImages(t)
+
+	daemonsMu.Lock()
+	share := mainActive
+	daemonsMu.Unlock()
+	if share {
+		sharedMu.Lock()
+		defer sharedMu.Unlock()
+		if shared == nil && sharedErr == nil {
+			shared, sharedErr = startDaemon()
+		}
+		if sharedErr != nil {
+			t.Fatalf("testenv: second Docker daemon: %v", sharedErr)
+		}
+		select {
+		case <-shared.exited:
+			t.Fatalf("testenv: the shared second Docker daemon has exited; its log:\n%s", shared.logTail())
+		default:
+		}
+		return shared.host
+	}
+
+	d, err := startDaemon()
+	if err != nil {
+		t.Fatalf("testenv: second Docker daemon: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := d.stop(); err != nil {
+			t.Errorf("testenv: stopping the second Docker daemon: %v", err)
+		}
+	})
+	return d.host
+}
+
+// runningDaemons returns the hosts of the second daemons this process runs.
+func runningDaemons() []string {
+	daemonsMu.Lock()
+	defer daemonsMu.Unlock()
+	var hosts []string
+	for _, d := range running {
+		hosts = append(hosts, d.host)
+	}
+	sort.Strings(hosts)
+	return hosts
+}
+
+// lockBase takes the machine-wide lock that serialises claiming and sweeping daemon slots.
+func lockBase() (unlock func(), err error) {
+	if err := os.MkdirAll(daemonBase, 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(daemonBase, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
+	}
+	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+}
+
+// startDaemon sweeps stale daemons, claims a free slot and starts dockerd in it.
+func startDaemon() (*daemon, error) {
+	unlock, err := lockBase()
+	if err != nil {
+		return nil, err
+	}
+	sweepStale()
+	d, err := claimSlot()
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := d.start(); err != nil {
+		if stopErr := d.stop(); stopErr != nil {
+			err = fmt.Errorf("%w (cleaning up: %v)", err, stopErr)
+		}
+		return nil, err
+	}
+	return d, nil
+}
+
+// claimSlot finds an index whose bridge and subnets are free, creates the bridge (the
+// atomic claim) and the directory holding the owner's pid. Called with the base lock held.
+func claimSlot() (*daemon, error) {
+	routes, err := hostRoutes()
+	if err != nil {
+		return nil, err
+	}
+	for idx := range maxDaemons {
+		bridgeNet := mustCIDR(fmt.Sprintf("10.199.%d.0/24", idx))
+		pool := mustCIDR(fmt.Sprintf("10.%d.0.0/16", 200+idx))
+		if overlapsAny(bridgeNet, routes) || overlapsAny(pool, routes) {
+			continue
+		}
+		bridge := fmt.Sprintf("slpbr%d", idx)
+		if _, err := ipCmd("link", "show", bridge); err == nil {
+			continue // taken
+		}
+		if _, err := ipCmd("link", "add", "name", bridge, "type", "bridge"); err != nil {
+			return nil, err
+		}
+		d := &daemon{idx: idx, bridge: bridge, dir: filepath.Join(daemonBase, strconv.Itoa(idx)), exited: make(chan struct{})}
+		d.host = "unix://" + filepath.Join(d.dir, "docker.sock")
+		err := os.RemoveAll(d.dir)
+		if err == nil {
+			err = os.MkdirAll(d.dir, 0o700)
+		}
+		if err == nil {
+			err = os.WriteFile(filepath.Join(d.dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
+		}
+		if err == nil {
+			_, err = ipCmd("addr", "add", fmt.Sprintf("10.199.%d.1/24", idx), "dev", bridge)
+		}
+		if err == nil {
+			_, err = ipCmd("link", "set", bridge, "up")
+		}
+		if err != nil {
+			if cleanErr := cleanupSlot(idx); cleanErr != nil {
+				err = fmt.Errorf("%w (cleaning up: %v)", err, cleanErr)
+			}
+			return nil, err
+		}
+		return d, nil
+	}
+	return nil, fmt.Errorf("no free slot for a second Docker daemon among %d (see %s)", maxDaemons, daemonBase)
+}
+
+// start runs dockerd, waits until it answers and loads the demo images into it.
+func (d *daemon) start() error {
+	if err := os.WriteFile(filepath.Join(d.dir, "daemon.json"), []byte("{}\n"), 0o600); err != nil {
+		return err
+	}
+	logf, err := os.Create(filepath.Join(d.dir, "dockerd.log"))
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	ns := fmt.Sprintf("slipway-second-%d", d.idx)
+	d.cmd = exec.Command("dockerd",
+		"--config-file", filepath.Join(d.dir, "daemon.json"), // not /etc/docker/daemon.json
+		"--data-root", filepath.Join(d.dir, "data"),
+		"--exec-root", filepath.Join(d.dir, "exec"),
+		"--pidfile", filepath.Join(d.dir, "docker.pid"),
+		"-H", d.host,
+		"-b", d.bridge,
+		"--iptables=false",
+		"--ip-masq=false",
+		"--default-address-pool", fmt.Sprintf("base=10.%d.0.0/16,size=24", 200+d.idx),
+		"--containerd-namespace", ns,
+		"--containerd-plugins-namespace", ns+"-plugins",
+	)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	// Its own process group (a ^C to the tests does not reach it first); SIGTERM when the
+	// test process dies, so a killed test run does not leave it running.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	if err := d.cmd.Start(); err != nil {
+		return fmt.Errorf("start dockerd: %w", err)
+	}
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		_, err := docker(ctx, d.host, nil, "version", "--format", "{{.Server.Version}}")
+		cancel()
+		if err == nil {
+			break
+		}
+		select {
+		case <-d.exited:
+			return fmt.Errorf("dockerd exited while starting; its log:\n%s", d.logTail())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dockerd did not answer on %s within 60s: %v; its log:\n%s", d.host, err, d.logTail())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	daemonsMu.Lock()
+	running[d.idx] = d
+	daemonsMu.Unlock()
+	return d.loadImages()
+}
+
+// loadImages copies the demo images from the default engine: docker save | docker -H load.
+func (d *daemon) loadImages() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	refs := make([]string, len(DemoTags))
+	for i, tag := range DemoTags {
+		refs[i] = DemoImage(tag)
+	}
+	save := exec.CommandContext(ctx, "docker", append([]string{"save"}, refs...)...)
+	load := exec.CommandContext(ctx, "docker", "-H", d.host, "load", "-q")
+	pipe, err := save.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	load.Stdin = pipe
+	var saveErr, loadOut strings.Builder
+	save.Stderr = &saveErr
+	load.Stdout, load.Stderr = &loadOut, &loadOut
+	if err := save.Start(); err != nil {
+		return fmt.Errorf("docker save: %w", err)
+	}
+	if err := load.Run(); err != nil {
+		_ = save.Process.Kill()
+		_ = save.Wait()
+		return fmt.Errorf("docker load into %s: %w: %s", d.host, err, loadOut.String())
+	}
+	if err := save.Wait(); err != nil {
+		return fmt.Errorf("docker save: %w: %s", err, saveErr.String())
+	}
+	return nil
+}
+
+// logTail returns the last lines of the daemon's log.
+func (d *daemon) logTail() string {
+	b, err := os.ReadFile(filepath.Join(d.dir, "dockerd.log"))
+	if err != nil {
+		return "(no log: " + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// stop removes every container and network on the daemon, stops it, and removes its
+// bridge and directories.
+func (d *daemon) stop() error {
+	daemonsMu.Lock()
+	delete(running, d.idx)
+	daemonsMu.Unlock()
+
+	var errs []error
+	if d.cmd != nil && d.cmd.Process != nil {
+		select {
+		case <-d.exited:
+		default:
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			if out, err := docker(ctx, d.host, nil, "ps", "-aq"); err != nil {
+				errs = append(errs, err)
+			} else if ids := strings.Fields(out); len(ids) > 0 {
+				if _, err := docker(ctx, d.host, nil, append([]string{"rm", "-f", "-v"}, ids...)...); err != nil {
+					errs = append(errs, err)
+				}
+			}
+			if _, err := docker(ctx, d.host, nil, "network", "prune", "-f"); err != nil {
+				errs = append(errs, err)
+			}
+			cancel()
+			_ = d.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-d.exited:
+			case <-time.After(30 * time.Second):
+				errs = append(errs, errors.New("dockerd did not stop within 30s of SIGTERM; killed"))
+				_ = d.cmd.Process.Kill()
+				<-d.exited
+			}
+		}
+	}
+	unlock, err := lockBase()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	defer unlock()
+	if err := cleanupSlot(d.idx); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// sweepStale stops and removes the daemons of test processes that are gone. Called with
+// the base lock held.
+func sweepStale() {
+	entries, err := os.ReadDir(daemonBase)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		idx, err := strconv.Atoi(e.Name())
+		if err != nil || !e.IsDir() {
+			continue
+		}
+		dir := filepath.Join(daemonBase, e.Name())
+		owner, err := readPid(filepath.Join(dir, "owner.pid"))
+		if err != nil {
+			if info, statErr := e.Info(); statErr != nil || time.Since(info.ModTime()) < 2*time.Minute {
+				continue // being set up right now, perhaps
+			}
+		} else if alive(owner) {
+			continue
+		}
+		if pid, err := readPid(filepath.Join(dir, "docker.pid")); err == nil && isProcess(pid, "dockerd") {
+			_ = syscall.Kill(pid, syscall.SIGTERM)
+			for i := 0; i < 300 && isProcess(pid, "dockerd"); i++ {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if isProcess(pid, "dockerd") {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		_ = cleanupSlot(idx)
+	}
+}
+
+// cleanupSlot removes what a daemon of slot idx leaves when it has stopped: a containerd it
+// started, mounts and files under its directory, bridges on its address pool, its bridge.
+// The bridge goes last: it is the slot's claim.
+func cleanupSlot(idx int) error {
+	dir := filepath.Join(daemonBase, strconv.Itoa(idx))
+	var errs []error
+	if pid, err := readPid(filepath.Join(dir, "exec", "containerd", "containerd.pid")); err == nil && isProcess(pid, "containerd") {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	if mounts, err := os.ReadFile("/proc/self/mounts"); err == nil {
+		var under []string
+		for _, line := range strings.Split(string(mounts), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && (f[1] == dir || strings.HasPrefix(f[1], dir+"/")) {
+				under = append(under, f[1])
+			}
+		}
+		sort.Sort(sort.Reverse(sort.StringSlice(under))) // deepest first
+		for _, m := range under {
+			if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
+				errs = append(errs, fmt.Errorf("unmount %s: %w", m, err))
+			}
+		}
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		errs = append(errs, err)
+	}
+	pool := mustCIDR(fmt.Sprintf("10.%d.0.0/16", 200+idx))
+	if out, err := ipCmd("-o", "-4", "addr", "show"); err == nil {
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line) // 7: br-0123abcd    inet 10.200.0.1/24 brd ...
+			if len(f) < 4 || !strings.HasPrefix(f[1], "br-") {
+				continue
+			}
+			if ip, _, err := net.ParseCIDR(f[3]); err == nil && pool.Contains(ip) {
+				if _, err := ipCmd("link", "del", f[1]); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	bridge := fmt.Sprintf("slpbr%d", idx)
+	if _, err := ipCmd("link", "show", bridge); err == nil {
+		if _, err := ipCmd("link", "del", bridge); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func readPid(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// alive reports whether a process with that pid exists.
+func alive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
+// isProcess reports whether pid is a running process named name (guards against pid reuse).
+func isProcess(pid int, name string) bool {
+	if !alive(pid) {
+		return false
+	}
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err == nil && strings.TrimSpace(string(comm)) == name
+}
+
+func ipCmd(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// hostRoutes returns the IPv4 destinations in the host's routing table (default excluded).
+func hostRoutes() ([]*net.IPNet, error) {
+	out, err := ipCmd("-4", "route", "show", "table", "all")
+	if err != nil {
+		return nil, err
+	}
+	var nets []*net.IPNet
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 {
+			continue
+		}
+		dst := f[0]
+		if dst == "broadcast" || dst == "local" || dst == "unicast" {
+			if len(f) < 2 {
+				continue
+			}
+			dst = f[1]
+		}
+		if dst == "default" {
+			continue
+		}
+		if !strings.Contains(dst, "/") {
+			dst += "/32"
+		}
+		if _, n, err := net.ParseCIDR(dst); err == nil {
+			nets = append(nets, n)
+		}
+	}
+	return nets, nil
+}
+
+func overlapsAny(n *net.IPNet, others []*net.IPNet) bool {
+	for _, o := range others {
+		if n.Contains(o.IP) || o.Contains(n.IP) {
+			return true
+		}
+	}
+	return false
+}
+
+func mustCIDR(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
