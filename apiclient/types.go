@@ -84,6 +84,8 @@ type TriggerRequest struct {
 // DecisionRequest is the optional JSON body of approve / abort / pause / resume / rollback.
 type DecisionRequest struct {
 	Reason string `json:"reason,omitempty"`
+	// Service narrows an approval to one service's gate (empty: every pending gate).
+	Service string `json:"service,omitempty"`
 }
 
 // StreamEvent is one Server-Sent Event of GET /v1/releases/{id}/events.
