@@ -231,4 +231,9 @@ type VerifyInput struct {
 	Baseline []string `json:"baseline,omitempty"`
 	// Verification is the service's resolved policy (defaults applied).
 	Verification spec.Verification `json:"verification"`
+	// HealthPath, when set, is probed on the new replicas at every tick too: a replica whose
+	// health fails HealthRetries times in a row fails the verification (a version that turns
+	// unhealthy during the soak).
+	HealthPath    string `json:"health_path,omitempty"`
+	HealthRetries int    `json:"health_retries,omitempty"`
 }

@@ -1,8 +1,6 @@
 package workflows
 
 import (
-	"fmt"
-	"sort"
 	"time"
 
 	"github.com/slipwayhq/slipway/spec"
@@ -149,112 +147,26 @@ func waveOf(c spec.Cluster) int {
 	return c.Wave
 }
 
-// serviceClusters returns the clusters a service runs on, in spec order.
+// The spec package owns the topology rules (which clusters, which canary cluster, which
+// order); these wrappers only adapt them to this package's call sites.
+
 func serviceClusters(env spec.Environment, s spec.Service) []spec.Cluster {
-	if len(s.Clusters) == 0 {
-		return append([]spec.Cluster(nil), env.Clusters...)
-	}
-	want := map[string]bool{}
-	for _, c := range s.Clusters {
-		want[c] = true
-	}
-	var out []spec.Cluster
-	for _, c := range env.Clusters {
-		if want[c.Name] {
-			out = append(out, c)
-		}
-	}
-	return out
+	return env.ServiceClusters(s.Name)
 }
 
-// canaryCluster is where a service's canaries are onboarded: the cluster the spec marks as
-// canary when the service runs there, else the first cluster of the lowest wave.
 func canaryCluster(env spec.Environment, s spec.Service) string {
-	cs := serviceClusters(env, s)
-	for _, c := range cs {
-		if c.Canary {
-			return c.Name
-		}
-	}
-	best, bestWave := "", 0
-	for _, c := range cs {
-		if w := waveOf(c); best == "" || w < bestWave {
-			best, bestWave = c.Name, w
-		}
-	}
-	return best
+	c, _ := env.ServiceCanaryCluster(s.Name)
+	return c.Name
 }
 
-// serviceLayers orders services by depends_on: layer 0 depends on nothing in the set, layer
-// n only on services of earlier layers. Dependencies outside the set are ignored (they do
-// not change). Names are sorted inside a layer. A cycle is an error naming its members.
 func serviceLayers(env spec.Environment, names []string) ([][]string, error) {
-	in := map[string]bool{}
-	for _, n := range names {
-		in[n] = true
+	if len(names) == 0 {
+		return nil, nil
 	}
-	deps := map[string][]string{}
-	for _, s := range env.Services {
-		if !in[s.Name] {
-			continue
-		}
-		for _, d := range s.DependsOn {
-			if in[d] && d != s.Name {
-				deps[s.Name] = append(deps[s.Name], d)
-			}
-		}
-	}
-	done := map[string]bool{}
-	var layers [][]string
-	remaining := append([]string(nil), names...)
-	sort.Strings(remaining)
-	for len(remaining) > 0 {
-		var layer, rest []string
-		for _, n := range remaining {
-			ready := true
-			for _, d := range deps[n] {
-				if !done[d] {
-					ready = false
-					break
-				}
-			}
-			if ready {
-				layer = append(layer, n)
-			} else {
-				rest = append(rest, n)
-			}
-		}
-		if len(layer) == 0 {
-			return nil, fmt.Errorf("depends_on cycle among services %v", rest)
-		}
-		for _, n := range layer {
-			done[n] = true
-		}
-		layers = append(layers, layer)
-		remaining = rest
-	}
-	return layers, nil
+	return env.ServiceOrder(names)
 }
 
-// findService returns the named service of the spec.
-func findService(env spec.Environment, name string) (spec.Service, bool) {
-	for _, s := range env.Services {
-		if s.Name == name {
-			return s, true
-		}
-	}
-	return spec.Service{}, false
-}
-
-// findCluster returns the named cluster of the spec.
-func findCluster(env spec.Environment, name string) (spec.Cluster, bool) {
-	for _, c := range env.Clusters {
-		if c.Name == name {
-			return c, true
-		}
-	}
-	return spec.Cluster{}, false
-}
+func findService(env spec.Environment, name string) (spec.Service, bool) { return env.Service(name) }
 
 // replicasOn caps a service's replicas by the cluster's policy.
 func replicasOn(c spec.Cluster, n int) int {

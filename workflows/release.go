@@ -488,6 +488,9 @@ func (r *release) verify(ctx workflow.Context, service string, cp *ClusterPlan, 
 		}
 	}
 	in := VerifyInput{Target: r.tgt[cp.Cluster], Service: service, Stage: stage, New: newNames, Baseline: baseline, Verification: v}
+	if s, ok := findService(r.in.Spec, service); ok && s.Health != nil && !s.Health.Image {
+		in.HealthPath, in.HealthRetries = s.Health.HTTPPath, s.Health.Retries
+	}
 	r.clusterProgress(ctx, service, cp.Cluster, func(p *ClusterProgress) { p.Message = "verifying " + stage })
 	actx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivityVerify, d), true)
 	var verdict Verdict

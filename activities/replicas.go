@@ -1,0 +1,389 @@
+package activities
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/spec"
+	"github.com/slipwayhq/slipway/workflows"
+)
+
+// defaultHealthDeadline bounds a health wait when the input does not say.
+const defaultHealthDeadline = 60 * time.Second
+
+// startProgress is StartReplicas' heartbeat: the slots already healthy.
+type startProgress struct {
+	Healthy []int `json:"healthy"`
+}
+
+// ContainerSpec builds the engine spec of one replica slot of a service on a target. The
+// replica joins the environment network without the service alias: it takes no traffic
+// until SetTraffic (or StartReplicas with Attach) puts it in. Cluster policy is enforced
+// here, whatever the spec validation said: privileged containers and host mounts are
+// refused unless the cluster allows them.
+func ContainerSpec(t workflows.Target, release string, role engine.Role, s spec.Service, slot int) (engine.ContainerSpec, error) {
+	if s.Name == "" || s.Image == "" || s.Version == "" {
+		return engine.ContainerSpec{}, badInput("service needs a name, an image and a version (got %q, %q, %q)", s.Name, s.Image, s.Version)
+	}
+	if s.Privileged && !t.Policy.AllowPrivileged {
+		return engine.ContainerSpec{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("service %s asks for a privileged container, which cluster %s does not allow", s.Name, t.Cluster), workflows.ErrPolicyDenied, nil)
+	}
+	if len(s.Mounts) > 0 && !t.Policy.AllowHostMounts {
+		return engine.ContainerSpec{}, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("service %s asks for host mounts, which cluster %s does not allow", s.Name, t.Cluster), workflows.ErrPolicyDenied, nil)
+	}
+	cs := engine.ContainerSpec{
+		Key:     engine.Key{Environment: t.Environment, Cluster: t.Cluster, Service: s.Name, Version: s.Version, Slot: slot},
+		Release: release,
+		Role:    role,
+		Image:   s.ImageRef(),
+		Env:     s.Env,
+		Command: s.Command,
+		Port:    s.Port,
+		Network: t.Network(),
+	}
+	if s.Resources != nil {
+		if s.Resources.Memory != "" {
+			m, err := spec.ParseMemory(s.Resources.Memory)
+			if err != nil {
+				return engine.ContainerSpec{}, badInput("service %s: resources.memory: %v", s.Name, err)
+			}
+			cs.MemoryBytes = m
+		}
+		cs.NanoCPUs = int64(s.Resources.CPUs * 1e9)
+	}
+	cs.Privileged = s.Privileged
+	for _, m := range s.Mounts {
+		cs.Mounts = append(cs.Mounts, engine.Mount{Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
+	}
+	if h := s.Health; h != nil {
+		cs.Health = engine.HealthCheck{
+			HTTPPath: h.HTTPPath, UseImage: h.Image, Interval: h.Interval.D(), Timeout: h.Timeout.D(),
+			Retries: h.Retries, StartPeriod: h.StartPeriod.D(),
+		}
+		if h.Image {
+			cs.Health.HTTPPath = ""
+		}
+	}
+	return cs, nil
+}
+
+// StartReplicas ensures the given slots of service@version run on the target with a role,
+// waits until every one is healthy (within HealthDeadline), and with Attach puts them in
+// traffic. Slots are started in parallel. A replica that exits or turns unhealthy is a
+// non-retryable error of type Unhealthy carrying the engine's explanation (last log lines),
+// which the workflow turns into a failed verdict. After a retry, slots the heartbeat says
+// are healthy are not waited for again.
+func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplicasInput) (workflows.StartReplicasResult, error) {
+	if len(in.Slots) == 0 {
+		return workflows.StartReplicasResult{}, badInput("start replicas of %s: no slots", in.Service.Name)
+	}
+	specs := make([]engine.ContainerSpec, len(in.Slots))
+	for i, slot := range in.Slots {
+		cs, err := ContainerSpec(in.Target, in.Release, in.Role, in.Service, slot)
+		if err != nil {
+			return workflows.StartReplicasResult{}, err
+		}
+		specs[i] = cs
+	}
+	e, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return workflows.StartReplicasResult{}, err
+	}
+	var prog startProgress
+	resume(ctx, &prog)
+	healthy := map[int]bool{}
+	for _, s := range prog.Healthy {
+		healthy[s] = true
+	}
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
+	defer hb.close()
+
+	deadline := in.HealthDeadline
+	if deadline <= 0 {
+		deadline = defaultHealthDeadline
+	}
+	var mu sync.Mutex
+	errs := make([]error, len(specs))
+	var wg sync.WaitGroup
+	for i, cs := range specs {
+		wasHealthy := healthy[cs.Slot]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := cs.ContainerName()
+			if _, err := e.Ensure(ctx, cs); err != nil {
+				errs[i] = classify("start "+name, err)
+				return
+			}
+			if wasHealthy {
+				return
+			}
+			wctx, cancel := context.WithTimeout(ctx, deadline)
+			defer cancel()
+			if _, err := e.WaitHealthy(wctx, name); err != nil {
+				if ctx.Err() != nil {
+					errs[i] = ctx.Err()
+					return
+				}
+				if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
+					errs[i] = temporal.NewNonRetryableApplicationError(
+						fmt.Sprintf("%s did not become healthy within %s: %s", name, deadline, trimLines(err.Error(), 12)), workflows.ErrUnhealthy, nil)
+					return
+				}
+				errs[i] = classify("wait for "+name+" to be healthy", err)
+				return
+			}
+			mu.Lock()
+			healthy[cs.Slot] = true
+			prog.Healthy = sortedInts(healthy)
+			p := startProgress{Healthy: append([]int(nil), prog.Healthy...)}
+			mu.Unlock()
+			hb.set(ctx, p)
+		}()
+	}
+	wg.Wait()
+	if err := firstError(errs); err != nil {
+		return workflows.StartReplicasResult{}, err
+	}
+	if in.Attach {
+		names := make([]string, len(specs))
+		for i, cs := range specs {
+			names[i] = cs.ContainerName()
+		}
+		if err := a.attach(ctx, e, in.Target, in.Service.Name, names); err != nil {
+			return workflows.StartReplicasResult{}, err
+		}
+	}
+	all, err := e.List(ctx, engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster, Service: in.Service.Name, Version: in.Service.Version})
+	if err != nil {
+		return workflows.StartReplicasResult{}, classify("list "+in.Service.Name, err)
+	}
+	want := map[int]bool{}
+	for _, s := range in.Slots {
+		want[s] = true
+	}
+	var out workflows.StartReplicasResult
+	for _, c := range all {
+		if want[c.Slot] {
+			out.Containers = append(out.Containers, c)
+		}
+	}
+	logInfo(ctx, "replicas started", "service", in.Service.Name, "version", in.Service.Version, "cluster", in.Target.Cluster, "slots", in.Slots, "attached", in.Attach)
+	return out, nil
+}
+
+// SetTraffic attaches containers to the service alias on the environment network, then
+// detaches others: the attach goes first so a switch never leaves the service without
+// replicas. Each side runs in parallel. Detaching a container that is gone is success;
+// attaching one that is gone is a permanent NotFound error.
+func (a *Activities) SetTraffic(ctx context.Context, in workflows.SetTrafficInput) error {
+	if in.Service == "" {
+		return badInput("set traffic: no service")
+	}
+	e, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return err
+	}
+	if err := a.attach(ctx, e, in.Target, in.Service, in.Attach); err != nil {
+		return err
+	}
+	return a.detach(ctx, e, in.Target, in.Detach)
+}
+
+func (a *Activities) attach(ctx context.Context, e engine.Engine, t workflows.Target, service string, names []string) error {
+	return each(names, func(n string) error {
+		return classify("attach "+n+" to "+t.Network(), e.Attach(ctx, n, t.Network(), service))
+	})
+}
+
+func (a *Activities) detach(ctx context.Context, e engine.Engine, t workflows.Target, names []string) error {
+	return each(names, func(n string) error {
+		err := e.Detach(ctx, n, t.Network())
+		if engine.KindOf(err) == engine.KindNotFound {
+			return nil
+		}
+		return classify("detach "+n+" from "+t.Network(), err)
+	})
+}
+
+// StopReplicas stops containers (SIGTERM, then SIGKILL after StopTimeout), in parallel. A
+// container that is gone is success.
+func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersInput) error {
+	e, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return err
+	}
+	timeout := in.StopTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, nil)
+	defer hb.close()
+	return each(in.Names, func(n string) error {
+		err := e.Stop(ctx, n, timeout)
+		if engine.KindOf(err) == engine.KindNotFound {
+			return nil
+		}
+		return classify("stop "+n, err)
+	})
+}
+
+// StartStopped starts stopped containers (the previous version kept stopped) and waits
+// until they are healthy, in parallel; it does not put them in traffic (SetTraffic does).
+func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersInput) error {
+	e, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return err
+	}
+	deadline := in.HealthDeadline
+	if deadline <= 0 {
+		deadline = defaultHealthDeadline
+	}
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, nil)
+	defer hb.close()
+	return each(in.Names, func(n string) error {
+		if err := e.Start(ctx, n); err != nil {
+			return classify("start "+n, err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, deadline)
+		defer cancel()
+		if _, err := e.WaitHealthy(wctx, n); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
+				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s did not become healthy within %s: %s", n, deadline, trimLines(err.Error(), 12)), workflows.ErrUnhealthy, nil)
+			}
+			return classify("wait for "+n+" to be healthy", err)
+		}
+		return nil
+	})
+}
+
+// RemoveReplicas removes containers by name and, with Service and Version, every container
+// of that service version on the cluster except Keep. A container in traffic is detached
+// first, so no request is routed to it while it dies. Removing what is gone is success.
+func (a *Activities) RemoveReplicas(ctx context.Context, in workflows.RemoveReplicasInput) error {
+	e, err := a.dial(ctx, in.Target)
+	if err != nil {
+		return err
+	}
+	sel := engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster, Service: in.Service}
+	if in.Service != "" {
+		sel.Version = in.Version
+	}
+	live, err := e.List(ctx, sel)
+	if err != nil {
+		return classify("list containers on cluster "+in.Target.Cluster, err)
+	}
+	keep := map[string]bool{}
+	for _, n := range in.Keep {
+		keep[n] = true
+	}
+	byName := map[string]engine.Container{}
+	targets := map[string]bool{}
+	for _, c := range live {
+		byName[c.Name] = c
+		if in.Service != "" && in.Version != "" && c.Service == in.Service && c.Version == in.Version && !keep[c.Name] {
+			targets[c.Name] = true
+		}
+	}
+	for _, n := range in.Names {
+		targets[n] = true
+	}
+	names := sortedKeys(targets)
+	var inTraffic []string
+	for _, n := range names {
+		if c, ok := byName[n]; ok && c.InTraffic {
+			inTraffic = append(inTraffic, n)
+		}
+	}
+	if err := a.detach(ctx, e, in.Target, inTraffic); err != nil {
+		return err
+	}
+	return each(names, func(n string) error {
+		err := e.Remove(ctx, n)
+		if engine.KindOf(err) == engine.KindNotFound {
+			return nil
+		}
+		return classify("remove "+n, err)
+	})
+}
+
+// each runs fn on every name in parallel and joins the errors (the first permanent one
+// decides the type; see firstError).
+func each(names []string, fn func(string) error) error {
+	errs := make([]error, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = fn(n)
+		}()
+	}
+	wg.Wait()
+	return firstError(errs)
+}
+
+// firstError returns the most telling error: a non-retryable one first (retrying the
+// whole activity would not help), then any other, with the count of the others.
+func firstError(errs []error) error {
+	var first, permanent error
+	n := 0
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		n++
+		if first == nil {
+			first = err
+		}
+		var ae *temporal.ApplicationError
+		if permanent == nil && errors.As(err, &ae) && ae.NonRetryable() {
+			permanent = err
+		}
+	}
+	if permanent != nil {
+		first = permanent
+	}
+	if n > 1 {
+		var ae *temporal.ApplicationError
+		if errors.As(first, &ae) {
+			msg := fmt.Sprintf("%s (and %d more)", ae.Error(), n-1)
+			if ae.NonRetryable() {
+				return temporal.NewNonRetryableApplicationError(msg, ae.Type(), nil)
+			}
+			return temporal.NewApplicationError(msg, ae.Type())
+		}
+	}
+	return first
+}
+
+func sortedInts(m map[int]bool) []int {
+	out := make([]int, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Ints(out)
+	return out
+}
+
+// trimLines keeps the last n lines of s (log tails in error messages stay short).
+func trimLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
