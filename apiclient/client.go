@@ -194,7 +194,12 @@ const (
 // Decide sends approve, abort, pause or resume to a running release. A rejected decision is
 // a *Problem with status 409 and the reason.
 func (c *Client) Decide(ctx context.Context, id, action, reason string) (*Release, error) {
-	body, err := json.Marshal(DecisionRequest{Reason: reason})
+	return c.DecideService(ctx, id, action, reason, "")
+}
+
+// DecideService is Decide narrowed to one service (approve only that service's gate).
+func (c *Client) DecideService(ctx context.Context, id, action, reason, service string) (*Release, error) {
+	body, err := json.Marshal(DecisionRequest{Reason: reason, Service: service})
 	if err != nil {
 		return nil, fmt.Errorf("encode decision: %w", err)
 	}

@@ -1,0 +1,339 @@
+package main
+
+// The CLI commands that talk to the Slipway API (release, status, list, approve, abort, pause,
+// resume, rollback, plan, env). Each is built by a constructor so tests can build a fresh
+// command tree; init registers them on rootCmd.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term" // TTY detection for the live progress view
+
+	"github.com/slipwayhq/slipway/apiclient"
+	"github.com/slipwayhq/slipway/workflows"
+)
+
+// Exit codes of the CLI (docs/api.md): a pipeline can tell every end of a release apart.
+const (
+	codeSucceeded  = 0
+	codeError      = 1 // usage or API error (a refused release included)
+	codeRolledBack = 2
+	codeWaiting    = 3 // still paused or awaiting approval (or still running) when --wait ends
+	codeFailed     = 4
+)
+
+func init() {
+	for _, c := range apiCommands() {
+		rootCmd.AddCommand(c)
+	}
+}
+
+// apiCommands builds every API client command afresh.
+func apiCommands() []*cobra.Command {
+	return []*cobra.Command{
+		newReleaseCmd(), newStatusCmd(), newListCmd(),
+		newDecisionCmd(apiclient.ActionApprove, "Approve a release waiting at its approval gate"),
+		newDecisionCmd(apiclient.ActionAbort, "Abort a running release (it rolls back what it changed)"),
+		newDecisionCmd(apiclient.ActionPause, "Pause a running release"),
+		newDecisionCmd(apiclient.ActionResume, "Resume a paused release"),
+		newRollbackCmd(), newPlanCmd(), newEnvCmd(), newTokenCmd(),
+	}
+}
+
+// clientFlags are the flags every API command has.
+type clientFlags struct {
+	url    string
+	token  string
+	output string
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.url, "url", "", "API base URL (default $SLIPWAY_URL, else "+apiclient.DefaultURL+")")
+	cmd.Flags().StringVar(&f.token, "token", "", "API token (default $SLIPWAY_TOKEN; prefer the variable: flags show in ps)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "output format: text or json")
+}
+
+func (f *clientFlags) client() (*apiclient.Client, error) {
+	if f.output != "text" && f.output != "json" {
+		return nil, fmt.Errorf("--output: %q is neither text nor json", f.output)
+	}
+	u := f.url
+	if u == "" {
+		u = os.Getenv("SLIPWAY_URL")
+	}
+	tok := f.token
+	if tok == "" {
+		tok = os.Getenv("SLIPWAY_TOKEN")
+	}
+	if tok == "" {
+		return nil, errors.New("no API token: set $SLIPWAY_TOKEN (or --token)")
+	}
+	return apiclient.New(u, tok), nil
+}
+
+func (f *clientFlags) json() bool { return f.output == "json" }
+
+// waitFlags are the flags of commands that can follow a release to its end.
+type waitFlags struct {
+	wait    bool
+	timeout time.Duration
+}
+
+func (w *waitFlags) register(cmd *cobra.Command) {
+	cmd.Flags().BoolVar(&w.wait, "wait", false, "follow the release (live progress) until it ends or stops at a human gate; the exit code tells the outcome")
+	cmd.Flags().DurationVar(&w.timeout, "timeout", 0, "with --wait: stop waiting after this long (exit 3 if the release is still running); 0 waits as long as it takes")
+}
+
+// signalContext ends on Ctrl-C / SIGTERM.
+func signalContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// outcomeExit maps a release to the CLI's exit code (nil for success).
+func outcomeExit(rel *apiclient.Release) error {
+	switch rel.Outcome {
+	case workflows.OutcomeSucceeded:
+		return nil
+	case workflows.OutcomeRolledBack:
+		return &exitError{codeRolledBack, fmt.Errorf("release %s rolled back: %s", rel.ID, rel.Reason)}
+	case workflows.OutcomeFailed:
+		return &exitError{codeFailed, fmt.Errorf("release %s failed: %s", rel.ID, rel.Reason)}
+	case workflows.OutcomeNone:
+		if atGate(rel.Status) || rel.AwaitingHuman() {
+			what := "awaiting approval"
+			if rel.Status != nil && rel.Status.Paused || rel.Phase == workflows.PhasePaused {
+				what = "paused"
+			}
+			return &exitError{codeWaiting, fmt.Errorf("release %s is %s (approve: slipway approve %s)", rel.ID, what, rel.ID)}
+		}
+		return &exitError{codeWaiting, fmt.Errorf("release %s is still running (phase %s) when the wait ended", rel.ID, rel.Phase)}
+	default: // refused, or an outcome this CLI does not know
+		return &exitError{codeError, fmt.Errorf("release %s %s: %s", rel.ID, rel.Outcome, rel.Reason)}
+	}
+}
+
+// atGate reports whether a release stands at a human gate: paused, or a service awaiting
+// approval.
+func atGate(st *workflows.ReleaseStatus) bool {
+	if st == nil {
+		return false
+	}
+	if st.Paused || st.Phase == workflows.PhasePaused || st.Phase == workflows.PhaseAwaitingApproval {
+		return true
+	}
+	if st.Outcome != workflows.OutcomeNone {
+		return false
+	}
+	for _, s := range st.Services {
+		if s.Phase == workflows.PhaseAwaitingApproval {
+			return true
+		}
+	}
+	return false
+}
+
+var errAtGate = errors.New("the release stands at a human gate")
+
+// follow streams a release until it ends, reaches a human gate, or the timeout runs out,
+// drawing the progress view on stderr (unless JSON output), and returns the last view.
+func follow(cmd *cobra.Command, c *apiclient.Client, id string, w waitFlags, quiet bool) (*apiclient.Release, error) {
+	ctx, cancel := signalContext(cmd)
+	defer cancel()
+	fctx := ctx
+	if w.timeout > 0 {
+		var c2 context.CancelFunc
+		fctx, c2 = context.WithTimeout(ctx, w.timeout)
+		defer c2()
+	}
+	view := newProgress(cmd.ErrOrStderr(), quiet)
+	var final *apiclient.Release
+	err := c.Follow(fctx, id, 0, func(ev apiclient.StreamEvent) error {
+		switch ev.Type {
+		case apiclient.EventPhase:
+			view.event(*ev.Event)
+		case apiclient.EventStatus:
+			view.status(id, ev.Status)
+			if atGate(ev.Status) {
+				return errAtGate
+			}
+		case apiclient.EventOutcome:
+			final = ev.Release
+			if final.Status != nil {
+				view.status(id, final.Status)
+			}
+		}
+		return nil
+	})
+	view.done()
+	if final != nil {
+		return final, nil
+	}
+	if err != nil && !errors.Is(err, errAtGate) && !errors.Is(err, context.DeadlineExceeded) {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("interrupted: release %s goes on (follow it: slipway status --wait %s)", id, id)
+		}
+		return nil, err
+	}
+	// At a gate or out of time: the current view decides the exit code.
+	gctx, gcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer gcancel()
+	return c.GetRelease(gctx, id, 0)
+}
+
+// printRelease prints a release view on stdout (text or JSON).
+func printRelease(cmd *cobra.Command, f *clientFlags, rel *apiclient.Release) error {
+	out := cmd.OutOrStdout()
+	if f.json() {
+		return printJSON(out, rel)
+	}
+	state := string(rel.Phase)
+	if rel.Outcome != "" {
+		state = string(rel.Outcome)
+	} else if state == "" {
+		state = "pending"
+	}
+	fmt.Fprintf(out, "release %s  %s  %s", rel.ID, rel.Environment, state)
+	if rel.Existing {
+		fmt.Fprint(out, "  (already started with this Idempotency-Key)")
+	}
+	fmt.Fprintln(out)
+	if rel.Reason != "" {
+		fmt.Fprintf(out, "  %s\n", rel.Reason)
+	}
+	if rel.Status != nil {
+		for _, s := range rel.Status.Services {
+			fmt.Fprintf(out, "  %-16s %s  %s\n", s.Service, versions(s.FromVersion, s.ToVersion), s.Phase)
+		}
+		if rel.Status.TriggeredBy != "" {
+			fmt.Fprintf(out, "  triggered by %s", rel.Status.TriggeredBy)
+			if rel.Status.ApprovedBy != "" {
+				fmt.Fprintf(out, ", approved by %s", rel.Status.ApprovedBy)
+			}
+			if rel.Status.AbortedBy != "" {
+				fmt.Fprintf(out, ", aborted by %s", rel.Status.AbortedBy)
+			}
+			fmt.Fprintln(out)
+		}
+	} else if rel.StatusError != "" {
+		fmt.Fprintf(out, "  (%s)\n", rel.StatusError)
+	}
+	if rel.Links.WebUI != "" {
+		fmt.Fprintf(out, "  web ui: %s\n", rel.Links.WebUI)
+	}
+	return nil
+}
+
+func versions(from, to string) string {
+	if from == "" || from == to {
+		return to
+	}
+	return from + " → " + to
+}
+
+// progress draws a release's progress on stderr: on a terminal a block redrawn in place
+// (phase per service and cluster, elapsed time), elsewhere (CI logs) one line per event.
+type progress struct {
+	w      io.Writer
+	tty    bool
+	quiet  bool
+	lines  int
+	start  time.Time
+	lastEv string
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	p := &progress{w: w, quiet: quiet, start: time.Now()}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb" {
+		p.tty = true
+	}
+	return p
+}
+
+func (p *progress) elapsed(st *workflows.ReleaseStatus) time.Duration {
+	if st != nil && !st.StartedAt.IsZero() {
+		end := time.Now()
+		if !st.EndedAt.IsZero() {
+			end = st.EndedAt
+		}
+		if d := end.Sub(st.StartedAt); d >= 0 {
+			return d
+		}
+	}
+	return time.Since(p.start)
+}
+
+func clock(d time.Duration) string {
+	d = d.Round(time.Second)
+	return fmt.Sprintf("%d:%02d", int(d.Minutes()), int(d.Seconds())%60)
+}
+
+func (p *progress) event(ev workflows.Event) {
+	if p.quiet {
+		return
+	}
+	where := ev.Service
+	if ev.Cluster != "" {
+		where += "@" + ev.Cluster
+	}
+	line := fmt.Sprintf("%-18s %-22s %s", ev.Phase, where, ev.Message)
+	if p.tty {
+		p.lastEv = line
+		return
+	}
+	fmt.Fprintf(p.w, "[%6s] %s\n", clock(time.Since(p.start)), line)
+}
+
+func (p *progress) status(id string, st *workflows.ReleaseStatus) {
+	if p.quiet || !p.tty || st == nil {
+		return
+	}
+	var b strings.Builder
+	phase := string(st.Phase)
+	if st.Paused {
+		phase += " (paused)"
+	}
+	if st.Outcome != "" {
+		phase = string(st.Outcome)
+	}
+	fmt.Fprintf(&b, "%s  %s  %s  %s\n", id, st.Environment, phase, clock(p.elapsed(st)))
+	services := append([]workflows.ServiceProgress(nil), st.Services...)
+	sort.SliceStable(services, func(i, j int) bool { return services[i].Service < services[j].Service })
+	for _, s := range services {
+		fmt.Fprintf(&b, "  %-16s %-20s %s\n", s.Service, versions(s.FromVersion, s.ToVersion), s.Phase)
+		for _, c := range s.Clusters {
+			fmt.Fprintf(&b, "    %-14s wave %-2d %-18s %d/%d", c.Cluster, c.Wave, c.Phase, c.Updated, c.Replicas)
+			if c.Message != "" {
+				fmt.Fprintf(&b, "  %s", c.Message)
+			}
+			b.WriteByte('\n')
+		}
+	}
+	if p.lastEv != "" {
+		fmt.Fprintf(&b, "  last: %s\n", p.lastEv)
+	}
+	if p.lines > 0 {
+		fmt.Fprintf(p.w, "\x1b[%dA\x1b[J", p.lines)
+	}
+	text := b.String()
+	fmt.Fprint(p.w, text)
+	p.lines = strings.Count(text, "\n")
+}
+
+func (p *progress) done() {}
