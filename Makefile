@@ -1,0 +1,37 @@
+# Slipway. `make dev` runs everything in one process; `make test` runs the tests.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+BIN      := bin/slipway
+# Test timeout for the whole suite; the suite itself takes a few minutes on a warm cache.
+TEST_TIMEOUT ?= 20m
+
+.PHONY: build dev images test bench lint clean compose-up compose-down
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/slipway
+
+## dev: embedded Temporal + Web UI + worker + API in one process, on the local Docker engine.
+dev: build images
+	./$(BIN) dev $(ARGS)
+
+## images: the demo service at several versions, built offline (FROM scratch).
+images:
+	examples/demo-service/build-images.sh
+
+## test: every test, against the real Docker engine and an embedded Temporal server.
+test:
+	scripts/ensure-docker.sh
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## bench: speed and memory figures, each as a ratio against a baseline measured in the same run.
+bench: build images
+	scripts/bench.sh
+
+lint:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,45 @@
+// Package worker builds Slipway's Temporal worker: every workflow and activity registered under
+// its explicit, stable name on the one task queue. The same worker runs inside `slipway dev`
+// and as `slipway worker` against any Temporal cluster; run as many as you like.
+package worker
+
+import (
+	"fmt"
+
+	"go.temporal.io/sdk/client"
+	sdkworker "go.temporal.io/sdk/worker"
+
+	"github.com/slipwayhq/slipway/activities"
+	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/workflows"
+)
+
+// Options tune the worker.
+type Options struct {
+	// TaskQueue defaults to workflows.TaskQueue.
+	TaskQueue string
+	// Identity shows in the Web UI next to each task the worker ran (default: the SDK's).
+	Identity string
+	// MaxConcurrentActivities caps the activities running at once (0: the SDK default).
+	MaxConcurrentActivities int
+	// Activities configures the activities (probe client, limits).
+	Activities activities.Options
+}
+
+// New returns a worker (not started) with every Slipway workflow and activity registered.
+// d opens the Docker engines of the clusters named in each release.
+func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, error) {
+	if c == nil || d == nil {
+		return nil, fmt.Errorf("worker: a Temporal client and an engine dialer are required")
+	}
+	if opts.TaskQueue == "" {
+		opts.TaskQueue = workflows.TaskQueue
+	}
+	w := sdkworker.New(c, opts.TaskQueue, sdkworker.Options{
+		Identity:                           opts.Identity,
+		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
+	})
+	workflows.Register(w)
+	activities.Register(w, activities.New(d, opts.Activities))
+	return w, nil
+}
