@@ -17,9 +17,10 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// maxVisits bounds the nodes the decoder looks at. YAML aliases can make a small document
-// expand exponentially ("billion laughs"); no honest spec comes close to this.
-const maxVisits = 1_000_000
+// maxVisits bounds the values the decoder looks at. YAML aliases can make a small document
+// expand enormously ("billion laughs"); no honest spec comes close to this (the production
+// example has about 600).
+const maxVisits = 300_000
 
 // decoder walks a yaml.Node tree into the model's Go types, reporting every unknown key,
 // wrong type and bad value with its position, and remembering the node of every field path
@@ -135,7 +136,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	d.visits++
 	if d.visits > maxVisits {
 		d.halted = true
-		d.errorf(n, path, "the document is too complex (excessive use of aliases)")
+		d.errorf(n, path, "the document is too complex: more than %d values, counting each use of an alias", maxVisits)
 		return
 	}
 	n = d.resolve(n, path)
@@ -405,6 +406,7 @@ func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
 		}
 		elem := reflect.New(v.Type().Elem()).Elem()
 		d.decode(p.value, elem, kp)
+		d.keyPosition(kp, p)
 		m.SetMapIndex(reflect.ValueOf(p.key.Value).Convert(v.Type().Key()), elem)
 	}
 	v.Set(m)
@@ -451,6 +453,9 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 	fields := fieldsOf(v.Type())
 	for _, p := range d.pairs(n, path, 0) {
 		kp := joinKey(path, p.key.Value)
+		if path == "" && strings.HasPrefix(p.key.Value, "x-") {
+			continue // top-level extension keys hold anchors for reuse; they are ignored
+		}
 		i, ok := fields.index[p.key.Value]
 		if !ok || p.key.ShortTag() != "!!str" {
 			msg := fmt.Sprintf("unknown field %q", p.key.Value)
@@ -463,6 +468,22 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		d.decode(p.value, v.Field(i), kp)
+		d.keyPosition(kp, p)
+	}
+}
+
+// keyPosition makes later messages about a field point at its key when the value is a
+// block (a mapping or list on the following lines) or an alias (whose target is elsewhere).
+func (d *decoder) keyPosition(kp string, p pair) {
+	n := d.pos[kp]
+	if n == nil {
+		return
+	}
+	switch {
+	case p.value.Kind == yaml.AliasNode:
+		d.pos[kp] = p.value
+	case (n.Kind == yaml.MappingNode || n.Kind == yaml.SequenceNode) && n.Style&yaml.FlowStyle == 0 && n.Line != p.key.Line:
+		d.pos[kp] = p.key
 	}
 }
 

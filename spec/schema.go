@@ -44,9 +44,11 @@ func setItemsPattern(s *jsonschema.Schema, prop, pattern string) {
 	}
 }
 
-// JSONSchemaExtend adds the name pattern to the generated schema.
+// JSONSchemaExtend adds the name pattern and the x-… extension keys to the generated schema.
 func (Environment) JSONSchemaExtend(s *jsonschema.Schema) {
 	setPattern(s, "environment", NamePattern)
+	// Top-level x-… keys are ignored by Parse: a place for YAML anchors.
+	s.PatternProperties = map[string]*jsonschema.Schema{"^x-": {}}
 }
 
 // JSONSchemaExtend adds the name and endpoint patterns to the generated schema.
