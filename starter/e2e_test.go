@@ -1,0 +1,3 @@
+package starter_test
+
+func stopWorker() {}
