@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"go/format"
 	"os"
 	"path/filepath"
 	"sort"
@@ -41,8 +42,12 @@ func TestSchemaComments(t *testing.T) {
 		fmt.Fprintf(&b, "\t%q: %q,\n", k, text)
 	}
 	b.WriteString("}\n")
+	src, err := format.Source(b.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
 	if *update {
-		if err := os.WriteFile("schema_comments.go", b.Bytes(), 0o644); err != nil {
+		if err := os.WriteFile("schema_comments.go", src, 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return
@@ -51,7 +56,7 @@ func TestSchemaComments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(have, b.Bytes()) {
+	if !bytes.Equal(have, src) {
 		t.Fatal("schema_comments.go is stale: run go generate ./spec")
 	}
 }
