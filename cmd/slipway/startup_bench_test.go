@@ -1,0 +1,144 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// buildBinary builds slipway once per test process into a temporary directory.
+func buildBinary(tb testing.TB) string {
+	tb.Helper()
+	bin := filepath.Join(tb.TempDir(), "slipway")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("build slipway: %v", err)
+	}
+	return bin
+}
+
+var apiLine = regexp.MustCompile(`API\s+(http://\S+)`)
+
+// startDev starts `slipway dev` (ephemeral, free ports) and returns once it is ready: for
+// --temporal-only when it says Temporal is up, otherwise when /readyz answers 200. It returns
+// the time that took and the process.
+func startDev(tb testing.TB, bin string, temporalOnly bool) (time.Duration, *exec.Cmd) {
+	tb.Helper()
+	args := []string{"dev", "--ephemeral", "--data-dir", tb.TempDir(), "--temporal-port", "0", "--ui-port", "0",
+		"--api-addr", "127.0.0.1:0", "--deployments", "../../deployments"}
+	if temporalOnly {
+		args = append(args, "--temporal-only")
+	}
+	cmd := exec.Command(bin, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	began := time.Now()
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	lines := bufio.NewScanner(stdout)
+	var apiURL string
+	for lines.Scan() {
+		line := lines.Text()
+		if temporalOnly && strings.HasPrefix(line, "Temporal is up") {
+			go drain(lines)
+			return time.Since(began), cmd
+		}
+		if m := apiLine.FindStringSubmatch(line); m != nil {
+			apiURL = m[1]
+			break
+		}
+	}
+	if apiURL == "" {
+		tb.Fatalf("slipway dev printed no API URL")
+	}
+	go drain(lines)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for ctx.Err() == nil {
+		resp, err := http.Get(apiURL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(began), cmd
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tb.Fatalf("/readyz never answered 200")
+	return 0, nil
+}
+
+func drain(s *bufio.Scanner) {
+	for s.Scan() {
+	}
+}
+
+// rssMiB reads the resident set size of a process from /proc.
+func rssMiB(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	tb.Fatal("no VmRSS")
+	return 0
+}
+
+// BenchmarkDevStartup measures `slipway dev` from process start to /readyz 200 and its
+// resident memory after 5 s idle, against a baseline measured in the same run: the same
+// binary running only the embedded Temporal server and Web UI (--temporal-only). Goals
+// (issue 2): under 3 s and under 250 MiB.
+func BenchmarkDevStartup(b *testing.B) {
+	if testing.Short() {
+		b.Skip("starts processes")
+	}
+	bin := buildBinary(b)
+	var base, full time.Duration
+	var baseRSS, fullRSS float64
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for _, temporalOnly := range []bool{true, false} {
+			d, cmd := startDev(b, bin, temporalOnly)
+			time.Sleep(5 * time.Second)
+			rss := rssMiB(b, cmd.Process.Pid)
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			_ = cmd.Wait()
+			if temporalOnly {
+				base += d
+				baseRSS += rss
+			} else {
+				full += d
+				fullRSS += rss
+			}
+		}
+	}
+	n := float64(b.N)
+	b.ReportMetric(full.Seconds()/n, "ready-s")
+	b.ReportMetric(base.Seconds()/n, "baseline-s")
+	b.ReportMetric(full.Seconds()/base.Seconds(), "ready/baseline")
+	b.ReportMetric(fullRSS/n, "idle-RSS-MiB")
+	b.ReportMetric(baseRSS/n, "baseline-RSS-MiB")
+	b.ReportMetric(fullRSS/baseRSS, "RSS/baseline")
+}
