@@ -255,3 +255,31 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatalf("want a too-complex error, got %v", err)
 	}
 }
+
+// TestDocsExample keeps the full example in docs/spec.md true: it parses, and it matches
+// the schema.
+func TestDocsExample(t *testing.T) {
+	doc, err := os.ReadFile("../docs/spec.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Full example")
+	if !ok {
+		t.Fatal("docs/spec.md has no full example")
+	}
+	_, rest, ok = strings.Cut(rest, "```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/spec.md: no yaml block in the full example")
+	}
+	env, err := Parse("docs/spec.md", []byte(example))
+	if err != nil {
+		t.Fatalf("the docs example does not parse:\n%v", err)
+	}
+	if len(env.Services) != 3 || len(env.LoadTests) != 1 {
+		t.Fatalf("unexpected example: %d services", len(env.Services))
+	}
+	if err := compileSchema(t).Validate(yamlToJSONValue(t, []byte(example))); err != nil {
+		t.Fatalf("the docs example does not match the schema: %v", err)
+	}
+}
