@@ -1,0 +1,42 @@
+package workflows
+
+import (
+	"time"
+
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/workflow"
+)
+
+// loadTestActivityOptions is the table of the load test's activity options (the release's
+// are in options.go). Durations that depend on the test (load time, health deadline) are
+// added by ltOptions' extra argument.
+//
+//   - Prepare, Previous: short calls (engine list, visibility list).
+//   - ScaleOut: starts replicas and waits for health; heartbeats.
+//   - ScaleIn: the compensation; more attempts than anything else, heartbeats.
+//   - Generate: runs for warm-up + duration, heartbeats its progress every few seconds. A
+//     retry (worker lost) runs the whole load again: a measurement must be one piece.
+var loadTestActivityOptions = map[string]workflow.ActivityOptions{
+	ActivityLoadTestPrepare:  {StartToCloseTimeout: 30 * time.Second, RetryPolicy: ltRetry(5)},
+	ActivityLoadTestPrevious: {StartToCloseTimeout: 30 * time.Second, RetryPolicy: ltRetry(3)},
+	ActivityLoadTestScaleOut: {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 20 * time.Second, RetryPolicy: ltRetry(4)},
+	ActivityLoadTestScaleIn:  {StartToCloseTimeout: 90 * time.Second, HeartbeatTimeout: 20 * time.Second, RetryPolicy: ltRetry(rollbackAttempts)},
+	ActivityLoadTestGenerate: {StartToCloseTimeout: 2 * time.Minute, HeartbeatTimeout: 30 * time.Second, RetryPolicy: ltRetry(2)},
+}
+
+// ltRetry is retry() with the load test's own permanent error types added.
+func ltRetry(attempts int32) *temporal.RetryPolicy {
+	r := retry(attempts)
+	r.NonRetryableErrorTypes = append(append([]string(nil), r.NonRetryableErrorTypes...), ErrLoadTestLimit, ErrNoTargets)
+	return r
+}
+
+// ltOptions returns the context for one load-test activity call.
+func ltOptions(ctx workflow.Context, activity string, extra time.Duration) workflow.Context {
+	o, ok := loadTestActivityOptions[activity]
+	if !ok {
+		panic("workflows: no activity options for " + activity) // programming error, caught by tests
+	}
+	o.StartToCloseTimeout += extra
+	return workflow.WithActivityOptions(ctx, o)
+}
