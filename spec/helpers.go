@@ -127,7 +127,8 @@ func (env *Environment) ServiceCanaryCluster(svc string) (c Cluster, ok bool) {
 
 // ApplyOverrides sets service versions from service=version pairs (e.g. a release request
 // that only bumps some services). Every override is checked: an unknown service or an
-// invalid version is an error and the Environment is left unchanged.
+// invalid version is an error (Errors whose Path is the service name) and the Environment
+// is left unchanged.
 func ApplyOverrides(env *Environment, overrides map[string]string) error {
 	var errs Errors
 	names := make([]string, 0, len(overrides))
