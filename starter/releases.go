@@ -455,6 +455,18 @@ func (s *Server) checkOverlap(ctx context.Context, env string, services []string
 		if id == self {
 			continue
 		}
+		// Visibility lags behind: a release that just ended may still be listed as running.
+		// The execution itself is the truth.
+		d, err := s.tc.DescribeWorkflowExecution(ctx, id, "")
+		if err != nil {
+			if isNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("look up release %s: %w", id, err)
+		}
+		if d.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+			continue
+		}
 		inFlight := saStrings(e.GetSearchAttributes().GetIndexedFields(), workflows.SAServices)
 		return overlapError(env, id, intersect(services, inFlight))
 	}
