@@ -27,6 +27,9 @@ const (
 	LabelRelease     = "io.slipway.release"
 	LabelRole        = "io.slipway.role"
 	LabelSlot        = "io.slipway.slot"
+	// LabelPort is the container port the service listens on (the adapter probes it and
+	// reports Address with it).
+	LabelPort = "io.slipway.port"
 )
 
 // Role says why a container was started.

@@ -1,0 +1,160 @@
+package dockerengine
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/internal/testenv"
+)
+
+// Every test here runs against the real Docker engine of the machine (and a second dockerd
+// for the two-endpoint test). testenv.Main stops the shared second daemon at the end.
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// dialer is shared by the tests, as the worker shares one.
+var dialer = NewDialer(Options{})
+
+// fixture is one test's environment on one engine, cleaned up when the test ends.
+type fixture struct {
+	t   *testing.T
+	e   *Engine
+	env string
+}
+
+// setup builds the demo images, names a unique environment and registers the cleanup that
+// removes every container of it and the networks of the given clusters. testenv's
+// leftover check (registered by UniqueEnv) runs after it.
+func setup(t *testing.T, clusters ...string) *fixture {
+	t.Helper()
+	testenv.DemoImages(t)
+	env := testenv.UniqueEnv(t)
+	f := &fixture{t: t, e: dial(t, ""), env: env}
+	f.cleanupOn(f.e, clusters...)
+	return f
+}
+
+// dial returns the dialer's engine for host ("" = the process environment).
+func dial(t *testing.T, host string) *Engine {
+	t.Helper()
+	eng, err := dialer.Dial(context.Background(), engine.Endpoint{Cluster: "test", Host: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng.(*Engine)
+}
+
+// cleanupOn removes the environment's containers and the clusters' networks on e.
+func (f *fixture) cleanupOn(e *Engine, clusters ...string) {
+	f.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		list, err := e.List(ctx, engine.Selector{Environment: f.env})
+		if err != nil {
+			f.t.Errorf("cleanup: list: %v", err)
+		}
+		for _, c := range list {
+			if err := e.Remove(ctx, c.Name); err != nil {
+				f.t.Errorf("cleanup: %v", err)
+			}
+		}
+		for _, cl := range clusters {
+			if err := e.RemoveNetwork(ctx, engine.NetworkName(f.env, cl)); err != nil {
+				f.t.Errorf("cleanup: %v", err)
+			}
+		}
+	})
+}
+
+// spec is a replica of the demo service with an HTTP health check on /healthz.
+func (f *fixture) spec(cluster, service, tag string, slot int) engine.ContainerSpec {
+	return engine.ContainerSpec{
+		Key:     engine.Key{Environment: f.env, Cluster: cluster, Service: service, Version: tag, Slot: slot},
+		Release: "r1",
+		Role:    engine.RoleStable,
+		Image:   testenv.DemoImage(tag),
+		Port:    8080,
+		Health:  engine.HealthCheck{HTTPPath: "/healthz", Interval: 200 * time.Millisecond, Retries: 3},
+		Network: engine.NetworkName(f.env, cluster),
+		Alias:   service,
+	}
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustEnsure(t *testing.T, e engine.Engine, s engine.ContainerSpec) engine.Container {
+	t.Helper()
+	c, err := e.Ensure(ctxT(t, time.Minute), s)
+	if err != nil {
+		t.Fatalf("ensure %s: %v", s.ContainerName(), err)
+	}
+	return c
+}
+
+func mustHealthy(t *testing.T, e engine.Engine, name string) engine.Container {
+	t.Helper()
+	c, err := e.WaitHealthy(ctxT(t, 30*time.Second), name)
+	if err != nil {
+		t.Fatalf("wait healthy %s: %v", name, err)
+	}
+	if c.Health != engine.HealthHealthy || !c.Running() {
+		t.Fatalf("%s: health %q state %q", name, c.Health, c.State)
+	}
+	return c
+}
+
+func mustList(t *testing.T, e engine.Engine, sel engine.Selector) []engine.Container {
+	t.Helper()
+	list, err := e.List(ctxT(t, time.Minute), sel)
+	if err != nil {
+		t.Fatalf("list %+v: %v", sel, err)
+	}
+	return list
+}
+
+func wantKind(t *testing.T, err error, k engine.Kind) {
+	t.Helper()
+	if got := engine.KindOf(err); got != k {
+		t.Fatalf("want kind %s, got %q: %v", k, got, err)
+	}
+}
+
+// getVersion GETs / on a replica's address (from this host) and returns the version it
+// reports.
+func getVersion(t *testing.T, addr string) string {
+	t.Helper()
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatalf("GET %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Version string `json:"version"`
+	}
+	if err := json.Unmarshal(b, &body); err != nil {
+		t.Fatalf("GET %s: %v: %s", addr, err, b)
+	}
+	return body.Version
+}
+
+func names(list []engine.Container) []string {
+	out := make([]string, len(list))
+	for i, c := range list {
+		out[i] = fmt.Sprintf("%s(%s)", c.Name, c.State)
+	}
+	return out
+}
