@@ -22,7 +22,7 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-func ltCtx(t *testing.T, d time.Duration) context.Context {
+func ltCtx(t testing.TB, d time.Duration) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -32,7 +32,7 @@ func ltCtx(t *testing.T, d time.Duration) context.Context {
 // ltDeploy runs n replicas of the demo image tag as service web of env on the default
 // engine (cluster "a"), in traffic, through the real StartReplicas activity, and removes
 // every container and the network of env at the end.
-func ltDeploy(t *testing.T, d engine.Dialer, env, tag string, n int) (workflows.Target, spec.Service) {
+func ltDeploy(t testing.TB, d engine.Dialer, env, tag string, n int) (workflows.Target, spec.Service) {
 	t.Helper()
 	tgt := workflows.Target{Environment: env, Cluster: "a"}
 	svc := spec.Service{Name: "web", Image: testenv.DemoRepository, Version: tag, Port: 8080,
