@@ -16,9 +16,10 @@ docker=${DOCKER:-docker}
 go=${GO:-go}
 
 # Several test processes may call this at once: one build at a time per machine.
-lock=${TMPDIR:-/tmp}/slipway-demo-images.lock
-exec 9>"$lock"
-flock 9
+if command -v flock >/dev/null 2>&1; then
+	exec 9>"${TMPDIR:-/tmp}/slipway-demo-images.lock"
+	flock 9
+fi
 
 # knobs TAG -> build arguments (one per line: NAME=value)
 knobs() {

@@ -219,16 +219,23 @@ func AssertNoContainers(t testing.TB, environment string) {
 			}
 		}
 		if len(networks) > 0 {
-			t.Errorf("testenv: networks of environment %q left on %s: %s", environment, where, strings.Join(networks, ", "))
-			if _, err := docker(ctx, host, nil, append([]string{"network", "rm"}, networks...)...); err != nil {
+			var names, ids []string
+			for _, n := range networks {
+				names, ids = append(names, n.name), append(ids, n.id)
+			}
+			t.Errorf("testenv: networks of environment %q left on %s: %s", environment, where, strings.Join(names, ", "))
+			if _, err := docker(ctx, host, nil, append([]string{"network", "rm"}, ids...)...); err != nil {
 				t.Errorf("testenv: removing them: %v", err)
 			}
 		}
 	}
 }
 
-// leftovers lists the names of the environment's containers and networks on host.
-func leftovers(ctx context.Context, host, environment string) (containers, networks []string, err error) {
+// network is a Docker network found by leftovers.
+type network struct{ id, name string }
+
+// leftovers lists the environment's containers (names) and networks on host.
+func leftovers(ctx context.Context, host, environment string) (containers []string, networks []network, err error) {
 	label := "label=" + engine.LabelEnvironment + "=" + environment
 	out, err := docker(ctx, host, nil, "ps", "-a", "--filter", label, "--format", "{{.Names}}")
 	if err != nil {
@@ -236,15 +243,23 @@ func leftovers(ctx context.Context, host, environment string) (containers, netwo
 	}
 	containers = strings.Fields(out)
 
-	out, err = docker(ctx, host, nil, "network", "ls", "--format", `{{.Name}}	{{.Label "`+engine.LabelEnvironment+`"}}`)
+	// Docker allows two networks of one name: report names, remove by ID.
+	out, err = docker(ctx, host, nil, "network", "ls", "--format", `{{.ID}}	{{.Name}}	{{.Label "`+engine.LabelEnvironment+`"}}`)
 	if err != nil {
 		return nil, nil, err
 	}
 	prefix := "slipway." + environment + "."
 	for _, line := range strings.Split(out, "\n") {
-		name, env, _ := strings.Cut(strings.TrimSpace(line), "\t")
-		if name != "" && (env == environment || strings.HasPrefix(name, prefix)) {
-			networks = append(networks, name)
+		f := strings.Split(strings.TrimSpace(line), "\t")
+		if len(f) < 2 {
+			continue
+		}
+		id, name, env := f[0], f[1], ""
+		if len(f) > 2 {
+			env = f[2]
+		}
+		if env == environment || strings.HasPrefix(name, prefix) {
+			networks = append(networks, network{id: id, name: name})
 		}
 	}
 	return containers, networks, nil
