@@ -67,3 +67,5 @@ for tag in "$@"; do
 	fi
 	echo "built $repo:$tag"
 done
+# Images the tags pointed to before (now untagged) go, unless a container still uses them.
+$docker image prune -f --filter label=org.opencontainers.image.title=slipway-demo >/dev/null

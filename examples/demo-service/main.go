@@ -6,6 +6,8 @@
 //
 //	GET /         JSON {version, hostname, started, uptime_ms, requests}
 //	GET /healthz  200 "ok" while healthy, 503 once DEMO_FAIL_HEALTH_AFTER has passed
+//	GET /lookup?host=NAME  JSON {host, addrs}: NAME resolved by the container's DNS (on a
+//	              Docker network, which replicas a service alias balances over)
 //
 // Knobs (environment variables, baked into the bad-* image tags):
 //

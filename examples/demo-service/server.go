@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
+	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"sync"
 	"time"
@@ -92,7 +95,8 @@ type server struct {
 	cfg      config
 	hostname string
 	now      func() time.Time
-	after    func(time.Duration) <-chan time.Time // time.After outside tests
+	resolve  func(ctx context.Context, host string) ([]string, error) // net.DefaultResolver.LookupHost outside tests
+	after    func(time.Duration) <-chan time.Time                     // time.After outside tests
 	started  time.Time
 
 	mux *http.ServeMux
@@ -103,10 +107,12 @@ type server struct {
 
 // newServer returns the handler; now is the clock (time.Now outside tests).
 func newServer(cfg config, hostname string, now func() time.Time) *server {
-	s := &server{cfg: cfg, hostname: hostname, now: now, after: time.After, started: now()}
+	s := &server{cfg: cfg, hostname: hostname, now: now, after: time.After, started: now(),
+		resolve: net.DefaultResolver.LookupHost}
 	s.mux = http.NewServeMux()
 	s.mux.HandleFunc("GET /healthz", s.healthz)
 	s.mux.HandleFunc("GET /{$}", s.withLatency(s.root))
+	s.mux.HandleFunc("GET /lookup", s.withLatency(s.lookup))
 	s.mux.HandleFunc("/", s.withLatency(http.NotFound))
 	return s
 }
@@ -158,6 +164,38 @@ func (s *server) root(w http.ResponseWriter, _ *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// lookupResponse is the JSON body of GET /lookup.
+type lookupResponse struct {
+	Host  string   `json:"host"`
+	Addrs []string `json:"addrs"`
+	Error string   `json:"error,omitempty"`
+}
+
+// lookup resolves ?host= with the container's resolver (Docker's embedded DNS on a user
+// network), so tests and demos can see which replicas a service name balances over.
+func (s *server) lookup(w http.ResponseWriter, r *http.Request) {
+	host := r.URL.Query().Get("host")
+	w.Header().Set("Content-Type", "application/json")
+	if host == "" {
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(lookupResponse{Error: "missing ?host="})
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	addrs, err := s.resolve(ctx, host)
+	body := lookupResponse{Host: host, Addrs: addrs}
+	if addrs == nil {
+		body.Addrs = []string{}
+	}
+	if err != nil {
+		body.Error = err.Error()
+		w.WriteHeader(http.StatusBadGateway)
+	}
+	sort.Strings(body.Addrs)
 	_ = json.NewEncoder(w).Encode(body)
 }
 

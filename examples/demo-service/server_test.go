@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -226,5 +227,30 @@ func TestCheckHealth(t *testing.T) {
 	ts.Close()
 	if err := checkHealth(u.Port(), time.Second); err == nil {
 		t.Fatal("closed port counted as healthy")
+	}
+}
+
+func TestLookup(t *testing.T) {
+	s := newServer(config{}, "h", time.Now)
+	s.resolve = func(_ context.Context, host string) ([]string, error) {
+		if host == "web" {
+			return []string{"10.0.0.3", "10.0.0.2"}, nil
+		}
+		return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
+	}
+	rec := get(t, s, "/lookup?host=web")
+	var body lookupResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != http.StatusOK {
+		t.Fatalf("status %d body %q (%v)", rec.Code, rec.Body, err)
+	}
+	if body.Host != "web" || strings.Join(body.Addrs, ",") != "10.0.0.2,10.0.0.3" {
+		t.Fatalf("body %+v", body)
+	}
+	rec = get(t, s, "/lookup?host=nope")
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != http.StatusBadGateway || body.Error == "" || body.Addrs == nil || len(body.Addrs) != 0 {
+		t.Fatalf("unknown host: status %d body %q", rec.Code, rec.Body)
+	}
+	if rec := get(t, s, "/lookup"); rec.Code != http.StatusBadRequest {
+		t.Fatalf("no host: status %d", rec.Code)
 	}
 }

@@ -403,6 +403,13 @@ func TestAttachDetach(t *testing.T) {
 	if got := inTraffic(); !got[0] || !got[1] {
 		t.Fatalf("created replicas take traffic: %v", got)
 	}
+	// Docker's DNS answers the service name with every replica in traffic (asked from
+	// inside replica 0, on the environment network).
+	list := mustList(t, f.e, engine.Selector{Environment: f.env, Service: "web"})
+	ip0, ip1 := hostOf(t, list[0].Address), hostOf(t, list[1].Address)
+	if got := lookup(t, list[0].Address, "web"); !sameSet(got, ip0, ip1) {
+		t.Fatalf("web resolves to %v, want %s and %s", got, ip0, ip1)
+	}
 
 	name := specs[1].ContainerName()
 	for range 2 { // the second call is a no-op
@@ -413,9 +420,13 @@ func TestAttachDetach(t *testing.T) {
 	if got := inTraffic(); !got[0] || got[1] {
 		t.Fatalf("after detach of slot 1: %v", got)
 	}
-	// Still running, out of traffic, without an address on the environment network.
+	// Still running, out of traffic, without an address on the environment network, and
+	// out of the service name's DNS answer.
 	if list := mustList(t, f.e, engine.Selector{Environment: f.env, Service: "web"}); !list[1].Running() || list[1].Address != "" || list[0].Address == "" {
 		t.Fatalf("after detach: %+v", list)
+	}
+	if got := lookup(t, list[0].Address, "web"); !sameSet(got, ip0) {
+		t.Fatalf("after detach web resolves to %v, want only %s", got, ip0)
 	}
 	for range 2 {
 		if err := f.e.Attach(ctxT(t, time.Minute), name, net, "web"); err != nil {
@@ -426,8 +437,11 @@ func TestAttachDetach(t *testing.T) {
 	if !got[0] || !got[1] {
 		t.Fatalf("after attach: %v", got)
 	}
-	// Reachable again on its address, and healthy.
-	mustHealthy(t, f.e, name)
+	// Reachable again on its address, healthy, and in the DNS answer.
+	back := mustHealthy(t, f.e, name)
+	if got := lookup(t, list[0].Address, "web"); !sameSet(got, ip0, hostOf(t, back.Address)) {
+		t.Fatalf("after attach web resolves to %v", got)
+	}
 
 	// On the network under another alias only: Attach adds the service alias.
 	if err := f.e.Detach(ctxT(t, time.Minute), name, net); err != nil {

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -157,4 +160,42 @@ func names(list []engine.Container) []string {
 		out[i] = fmt.Sprintf("%s(%s)", c.Name, c.State)
 	}
 	return out
+}
+
+// lookup asks the demo replica at addr to resolve host with its own resolver (Docker's
+// embedded DNS) and returns the addresses, sorted.
+func lookup(t *testing.T, addr, host string) []string {
+	t.Helper()
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + addr + "/lookup?host=" + host)
+	if err != nil {
+		t.Fatalf("lookup via %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Addrs []string `json:"addrs"`
+		Error string   `json:"error"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		t.Fatalf("lookup via %s: %v", addr, err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("lookup %s via %s: %s %s", host, addr, resp.Status, body.Error)
+	}
+	sort.Strings(body.Addrs)
+	return body.Addrs
+}
+
+func hostOf(t *testing.T, addr string) string {
+	t.Helper()
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("address %q: %v", addr, err)
+	}
+	return h
+}
+
+func sameSet(got []string, want ...string) bool {
+	sort.Strings(want)
+	return strings.Join(got, ",") == strings.Join(want, ",")
 }
