@@ -76,7 +76,7 @@ func (s *Server) decide(update string, perm Permission) gin.HandlerFunc {
 			return
 		}
 		s.log.Info("release decision", "id", id, "update", update, "actor", who(c).name)
-		rel, err := s.fetchRelease(c.Request.Context(), id)
+		rel, err := s.fetch(c.Request.Context(), id, false)
 		if err != nil {
 			writeProblem(c, err)
 			return

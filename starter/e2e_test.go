@@ -297,3 +297,11 @@ func TestApprovalGateThroughTheAPI(t *testing.T) {
 		t.Fatalf("approving an ended release: %v", err)
 	}
 }
+
+// benchEnv is e2eEnv for benchmarks.
+func benchEnv(b *testing.B) string {
+	b.Helper()
+	env := testenv.UniqueEnv(b)
+	removeEnv(b, env)
+	return env
+}

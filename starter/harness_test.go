@@ -294,3 +294,7 @@ func (a *api) checkIn(env, yaml string) {
 		a.t.Fatal(err)
 	}
 }
+
+func jsonDecode(resp *http.Response, v any) error {
+	return json.NewDecoder(resp.Body).Decode(v)
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/gin-gonic/gin" // HTTP router and middleware chain: the issue asks for Gin
 	"go.temporal.io/sdk/client"
+	"golang.org/x/sync/singleflight" // one status query for many pollers of a release
 	"golang.org/x/time/rate"
 
 	"github.com/slipwayhq/slipway/spec"
@@ -141,6 +142,8 @@ type Server struct {
 	envMu    sync.Mutex
 	envLocks map[string]*sync.Mutex
 	recent   recentStarts
+	// queries coalesces concurrent status queries of one release.
+	queries singleflight.Group
 }
 
 // New builds the API.

@@ -68,12 +68,25 @@ func (s *Server) getRelease(c *gin.Context) {
 // fetchRelease returns the current view of a release: from the cache once it has closed,
 // else from its status query; the workflow's result once it closed.
 func (s *Server) fetchRelease(ctx context.Context, id string) (*apiclient.Release, error) {
+	return s.fetch(ctx, id, true)
+}
+
+// fetch is fetchRelease; shared lets the status query join one already in flight for the
+// same release (many pollers of one release cost one query), which a caller that must see
+// its own write (after an update) does not want.
+func (s *Server) fetch(ctx context.Context, id string, shared bool) (*apiclient.Release, error) {
 	if r := s.ended.get(id); r != nil {
 		return r, nil
 	}
-	qctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
-	st, qerr := s.queryStatus(qctx, id)
-	cancel()
+	var st *workflows.ReleaseStatus
+	var qerr error
+	if shared {
+		st, qerr = s.sharedQuery(ctx, id)
+	} else {
+		qctx, cancel := context.WithTimeout(ctx, s.cfg.QueryTimeout)
+		st, qerr = s.queryStatus(qctx, id)
+		cancel()
+	}
 	if qerr == nil && st.Outcome == workflows.OutcomeNone {
 		return s.view(id, "", st, true), nil
 	}
@@ -175,6 +188,26 @@ func (s *Server) waitForEnd(c *gin.Context, id, runID string, wait time.Duration
 	return s.fetchRelease(ctx, id)
 }
 
+// sharedQuery runs the status query once for every caller that asks while it is in flight.
+// The query has its own deadline, so one caller going away does not fail the others.
+func (s *Server) sharedQuery(ctx context.Context, id string) (*workflows.ReleaseStatus, error) {
+	ch := s.queries.DoChan(id, func() (any, error) {
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.QueryTimeout)
+		defer cancel()
+		return s.queryStatus(qctx, id)
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		st := *r.Val.(*workflows.ReleaseStatus) // a copy: callers may change their view
+		return &st, nil
+	}
+}
+
 func (s *Server) queryStatus(ctx context.Context, id string) (*workflows.ReleaseStatus, error) {
 	v, err := s.tc.QueryWorkflow(ctx, id, "", workflows.QueryStatus)
 	if err != nil {
@@ -224,6 +257,9 @@ func (s *Server) viewFromInfo(info interface {
 	}
 	if rel.Environment == "" {
 		rel.Environment, _ = envOfID(id)
+	}
+	if !validOutcome(string(rel.Outcome)) {
+		rel.Outcome = workflows.OutcomeNone // e.g. "running", upserted while the release runs
 	}
 	return rel
 }
@@ -370,7 +406,7 @@ func (s *Server) listReleases(c *gin.Context) {
 			Services:        saStrings(f, workflows.SAServices),
 			Versions:        saStrings(f, workflows.SAVersions),
 			Phase:           workflows.Phase(saString(f, workflows.SAPhase)),
-			Outcome:         workflows.Outcome(saString(f, workflows.SAOutcome)),
+			Outcome:         terminalOutcome(saString(f, workflows.SAOutcome)),
 			TriggeredBy:     saString(f, workflows.SATriggeredBy),
 			ExecutionStatus: statusName(e.GetStatus()),
 			StartedAt:       e.GetStartTime().AsTime(),
@@ -395,6 +431,14 @@ func validPhase(v string) bool {
 		return true
 	}
 	return false
+}
+
+// terminalOutcome keeps an outcome only once the release has one ("" while it runs).
+func terminalOutcome(v string) workflows.Outcome {
+	if validOutcome(v) {
+		return workflows.Outcome(v)
+	}
+	return workflows.OutcomeNone
 }
 
 func validOutcome(v string) bool {
