@@ -202,7 +202,7 @@ func (r *loadTestRun) run(ctx, dctx workflow.Context) (LoadTestMetrics, error) {
 	r.version = ltMajorityVersion(prep.Clusters)
 	r.st.Result.Version = r.version
 	for _, c := range prep.Clusters {
-		r.scaled[c.Cluster] = LoadTestScaleResult{Cluster: c.Cluster, Version: c.Version, Base: c.Replicas, Total: c.Replicas}
+		r.scaled[c.Cluster] = LoadTestScaleResult{Cluster: c.Cluster, Version: c.Version, Base: c.Replicas, Total: c.Replicas, Peak: c.Replicas}
 	}
 	r.syncScale()
 	r.upsert(ctx)
@@ -243,6 +243,7 @@ func (r *loadTestRun) scaleOut(ctx workflow.Context, factor int) error {
 				Target: t, RunID: r.wid, Service: in.Service, Factor: factor, HealthDeadline: deadline,
 			}).Get(gctx, &res)
 			if errs[i] == nil {
+				res.Peak = res.Total
 				r.scaled[t.Cluster] = res
 				r.syncScale()
 			}

@@ -231,9 +231,11 @@ type LoadTestScaleInput struct {
 type LoadTestScaleResult struct {
 	Cluster string `json:"cluster"`
 	Version string `json:"version,omitempty"`
-	// Base is the serving replicas before the scale-out; Total the replicas in traffic after.
+	// Base is the serving replicas before the scale-out; Total the replicas in traffic after
+	// the step; Peak (in a result) the replicas in traffic during the load.
 	Base  int `json:"base"`
 	Total int `json:"total"`
+	Peak  int `json:"peak,omitempty"`
 	// Containers the step started (ScaleOut) or removed (ScaleIn).
 	Containers []string `json:"containers,omitempty"`
 }

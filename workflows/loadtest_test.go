@@ -221,7 +221,7 @@ func TestLoadTestPassesAndScalesBack(t *testing.T) {
 	if res.Comparison == nil || res.Comparison.P95Ratio != 1.25 {
 		t.Errorf("comparison = %+v, want p95 ratio 1.25 (5ms vs 4ms)", res.Comparison)
 	}
-	if res.Version != "1.0.0" || len(res.Scale) != 2 || res.Scale[0].Total != res.Scale[0].Base {
+	if res.Version != "1.0.0" || len(res.Scale) != 2 || res.Scale[0].Total != res.Scale[0].Base || res.Scale[0].Peak != 2*res.Scale[0].Base {
 		t.Errorf("scale = %+v version %q: want both clusters back at their base", res.Scale, res.Version)
 	}
 	if f.generated[0].WarmUp != 5*time.Second || f.generated[0].Duration != 30*time.Second || f.generated[0].Rate != 100 {
