@@ -379,7 +379,36 @@ func (r *release) canary(ctx workflow.Context, s spec.Service, cp *ClusterPlan, 
 	}
 	r.setPhase(ctx, PhaseVerifying, fmt.Sprintf("%s: soaking the canary for %s", s.Name, pol.Soak))
 	r.svcPhase(s.Name, PhaseVerifying)
-	return r.verify(ctx, s.Name, cp, "canary", r.newNames(s, cp, 0, n), pol.Soak)
+	if err := r.verify(ctx, s.Name, cp, "canary", r.newNames(s, cp, 0, n), pol.Soak); err != nil {
+		return err
+	}
+	if s.Canary != nil && s.Canary.LoadTest != "" {
+		return r.canaryLoadTest(ctx, s, cp, r.newNames(s, cp, 0, n))
+	}
+	return nil
+}
+
+// canaryLoadTest runs the service's canary load test (a LoadTest child workflow aimed at the
+// canary replicas only) as a gate after the soak. A test that could not measure is an
+// inconclusive verdict (a human decides), never a pass.
+func (r *release) canaryLoadTest(ctx workflow.Context, s spec.Service, cp *ClusterPlan, canaries []string) error {
+	const stage = "canary load test"
+	r.clusterProgress(ctx, s.Name, cp.Cluster, func(p *ClusterProgress) { p.Message = "load testing the canary: " + s.Canary.LoadTest })
+	lin, err := CanaryLoadTestInput(r.in.Spec, s.Canary.LoadTest, cp.Cluster, canaries, r.in.ID)
+	if err != nil {
+		return r.failWith(ctx, s.Name, fmt.Sprintf("%s: canary load test %s: %v", s.Name, s.Canary.LoadTest, err), nil)
+	}
+	res, err := RunLoadTestChild(ctx, lin)
+	if err != nil {
+		if temporal.IsCanceledError(err) || r.failure != nil || r.abort != nil {
+			return errStop
+		}
+		return r.judge(ctx, Verdict{Result: VerdictInconclusive, Service: s.Name, Cluster: cp.Cluster, Stage: stage,
+			Reason: fmt.Sprintf("load test %s could not measure: %s", s.Canary.LoadTest, errText(err))})
+	}
+	v := res.Verdict(cp.Cluster, stage)
+	v.Service = s.Name
+	return r.judge(ctx, v)
 }
 
 // rolloutCluster replaces the old replicas of one cluster batch by batch: start the new
