@@ -120,7 +120,7 @@ func LoadTest(ctx workflow.Context, in LoadTestInput) (LoadTestResult, error) {
 	case err != nil:
 		res.Outcome, res.Reason = LoadTestError, "the load could not be measured: "+ltErrText(err)
 		r.finish(dctx)
-		return *res, err
+		return *res, temporal.NewNonRetryableApplicationError(res.Reason, ltErrType(err), nil)
 	default:
 		res.Metrics = &metrics
 		checks, passed := EvaluateSLOs(in.Test.SLO, metrics)
@@ -450,10 +450,29 @@ func ltSortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
+// ltErrText is the readable text of an activity or child failure: the step that failed and
+// the application error's own message, without the SDK's wrapping.
 func ltErrText(err error) string {
 	var ae *temporal.ApplicationError
-	if errors.As(err, &ae) {
-		return fmt.Sprintf("%s (%s)", ae.Error(), ae.Type())
+	if !errors.As(err, &ae) {
+		return err.Error()
 	}
-	return err.Error()
+	step, _, _ := strings.Cut(err.Error(), ": ")
+	msg := strings.TrimSuffix(ae.Message(), ".")
+	if step != "" && !strings.HasPrefix(msg, step) && !strings.Contains(step, " error (") {
+		msg = step + ": " + msg
+	}
+	if ae.Type() != "" {
+		msg += " (" + ae.Type() + ")"
+	}
+	return msg
+}
+
+// ltErrType is the application error type of err ("LoadTestError" when it has none).
+func ltErrType(err error) string {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) && ae.Type() != "" {
+		return ae.Type()
+	}
+	return "LoadTestError"
 }
