@@ -10,10 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -77,9 +80,32 @@ func (f *clientFlags) client() (*apiclient.Client, error) {
 		tok = os.Getenv("SLIPWAY_TOKEN")
 	}
 	if tok == "" {
+		tok = localDevToken(u)
+	}
+	if tok == "" {
 		return nil, errors.New("no API token: set $SLIPWAY_TOKEN (or --token)")
 	}
 	return apiclient.New(u, tok), nil
+}
+
+// localDevToken is the token `slipway dev` keeps in .slipway/dev-token (its default data
+// directory), used only when the API is on this machine, so a dev token never travels.
+func localDevToken(apiURL string) string {
+	if apiURL == "" {
+		apiURL = apiclient.DefaultURL
+	}
+	u, err := url.Parse(apiURL)
+	if err != nil {
+		return ""
+	}
+	if h := u.Hostname(); h != "127.0.0.1" && h != "localhost" && h != "::1" {
+		return ""
+	}
+	b, err := os.ReadFile(filepath.Join(".slipway", devTokenFile))
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 func (f *clientFlags) json() bool { return f.output == "json" }
@@ -248,20 +274,49 @@ func versions(from, to string) string {
 }
 
 // progress draws a release's progress on stderr: on a terminal a block redrawn in place
-// (phase per service and cluster, elapsed time), elsewhere (CI logs) one line per event.
+// every second (phase per service and cluster, replicas updated, elapsed time), elsewhere
+// (CI logs) one line per event.
 type progress struct {
 	w      io.Writer
 	tty    bool
+	width  int
 	quiet  bool
-	lines  int
 	start  time.Time
+	mu     sync.Mutex
+	lines  int
+	id     string
+	st     *workflows.ReleaseStatus
 	lastEv string
+	stop   chan struct{}
+	wg     sync.WaitGroup
 }
 
 func newProgress(w io.Writer, quiet bool) *progress {
-	p := &progress{w: w, quiet: quiet, start: time.Now()}
+	p := &progress{w: w, quiet: quiet, start: time.Now(), stop: make(chan struct{})}
 	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) && os.Getenv("TERM") != "dumb" {
 		p.tty = true
+		p.width = 120
+		if wd, _, err := term.GetSize(int(f.Fd())); err == nil && wd > 20 {
+			p.width = wd
+		}
+	}
+	if p.tty && !quiet {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-p.stop:
+					return
+				case <-t.C:
+					p.mu.Lock()
+					p.draw()
+					p.mu.Unlock()
+				}
+			}
+		}()
 	}
 	return p
 }
@@ -294,7 +349,9 @@ func (p *progress) event(ev workflows.Event) {
 	}
 	line := fmt.Sprintf("%-18s %-22s %s", ev.Phase, where, ev.Message)
 	if p.tty {
-		p.lastEv = line
+		p.mu.Lock()
+		p.lastEv = strings.Join(strings.Fields(line), " ")
+		p.mu.Unlock()
 		return
 	}
 	fmt.Fprintf(p.w, "[%6s] %s\n", clock(time.Since(p.start)), line)
@@ -304,7 +361,20 @@ func (p *progress) status(id string, st *workflows.ReleaseStatus) {
 	if p.quiet || !p.tty || st == nil {
 		return
 	}
-	var b strings.Builder
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.id, p.st = id, st
+	p.draw()
+}
+
+// draw redraws the block (p.mu held). Every line is cut to the terminal's width, so the
+// cursor moves back over exactly the lines drawn.
+func (p *progress) draw() {
+	st := p.st
+	if st == nil {
+		return
+	}
+	var lines []string
 	phase := string(st.Phase)
 	if st.Paused {
 		phase += " (paused)"
@@ -312,28 +382,38 @@ func (p *progress) status(id string, st *workflows.ReleaseStatus) {
 	if st.Outcome != "" {
 		phase = string(st.Outcome)
 	}
-	fmt.Fprintf(&b, "%s  %s  %s  %s\n", id, st.Environment, phase, clock(p.elapsed(st)))
+	lines = append(lines, fmt.Sprintf("%s  %s  %s  %s", p.id, st.Environment, phase, clock(p.elapsed(st))))
 	services := append([]workflows.ServiceProgress(nil), st.Services...)
 	sort.SliceStable(services, func(i, j int) bool { return services[i].Service < services[j].Service })
 	for _, s := range services {
-		fmt.Fprintf(&b, "  %-16s %-20s %s\n", s.Service, versions(s.FromVersion, s.ToVersion), s.Phase)
+		lines = append(lines, fmt.Sprintf("  %-16s %-20s %s", s.Service, versions(s.FromVersion, s.ToVersion), s.Phase))
 		for _, c := range s.Clusters {
-			fmt.Fprintf(&b, "    %-14s wave %-2d %-18s %d/%d", c.Cluster, c.Wave, c.Phase, c.Updated, c.Replicas)
+			l := fmt.Sprintf("    %-14s wave %-2d %-18s %d/%d", c.Cluster, c.Wave, c.Phase, c.Updated, c.Replicas)
 			if c.Message != "" {
-				fmt.Fprintf(&b, "  %s", c.Message)
+				l += "  " + c.Message
 			}
-			b.WriteByte('\n')
+			lines = append(lines, l)
 		}
 	}
 	if p.lastEv != "" {
-		fmt.Fprintf(&b, "  last: %s\n", p.lastEv)
+		lines = append(lines, "  last: "+p.lastEv)
 	}
+	var b strings.Builder
 	if p.lines > 0 {
-		fmt.Fprintf(p.w, "\x1b[%dA\x1b[J", p.lines)
+		fmt.Fprintf(&b, "\x1b[%dA\x1b[J", p.lines)
 	}
-	text := b.String()
-	fmt.Fprint(p.w, text)
-	p.lines = strings.Count(text, "\n")
+	for _, l := range lines {
+		if r := []rune(l); len(r) > p.width-1 {
+			l = string(r[:p.width-2]) + "…"
+		}
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	fmt.Fprint(p.w, b.String())
+	p.lines = len(lines)
 }
 
-func (p *progress) done() {}
+func (p *progress) done() {
+	close(p.stop)
+	p.wg.Wait()
+}
