@@ -118,6 +118,11 @@ func (s *Server) rollback(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
+	wait, err := s.waitParam(c)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
 	d, err := s.decisionBody(c)
 	if err != nil {
 		writeProblem(c, err)
@@ -197,7 +202,7 @@ func (s *Server) rollback(c *gin.Context) {
 		writeProblem(c, err)
 		return
 	}
-	s.answerStarted(c, started, 0)
+	s.answerStarted(c, started, wait)
 }
 
 // releaseInput reads the input a release was started with (its first history event).

@@ -93,11 +93,6 @@ func (s *Server) fetch(ctx context.Context, id string, shared bool) (*apiclient.
 	if qerr != nil && ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	if qerr != nil && isNotFound(qerr) {
-		if _, derr := s.describe(ctx, id); derr != nil && isNotFound(derr) {
-			return nil, notFound("unknown release %q", id)
-		}
-	}
 	// The release ended (or its status could not be queried): ask Temporal what state the
 	// workflow is in.
 	d, err := s.describe(ctx, id)

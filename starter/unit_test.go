@@ -283,3 +283,21 @@ func TestAuthWithoutTemporal(t *testing.T) {
 }
 
 func timeNowForTest() time.Time { return time.Now() }
+
+// TestTemporalDownIs503 runs the real router against a Temporal address where nothing listens.
+func TestTemporalDownIs503(t *testing.T) {
+	ts, err := NewTokens(TokenEntry{Name: "t", SHA256: HashToken("t"), Environments: []string{"*"}, Permissions: []Permission{PermRelease}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := lazyServer(t, ts).Handler()
+	for _, path := range []string{"/v1/releases", "/v1/releases/release-staging-abc", "/readyz"} {
+		req := httptest.NewRequest(http.MethodGet, path, nil)
+		req.Header.Set("Authorization", "Bearer t")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusServiceUnavailable || rec.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("GET %s with Temporal down: %d %s", path, rec.Code, rec.Body)
+		}
+	}
+}
