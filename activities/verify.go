@@ -18,6 +18,9 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
+// listEvery is how often Verify looks at the replicas' state (running, health) and addresses.
+const listEvery = 500 * time.Millisecond
+
 // prober sends verification probes from the worker to replica addresses.
 type prober struct {
 	client *http.Client
@@ -220,36 +223,55 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	start := time.Now().Add(-prog.Elapsed)
 	ticker := time.NewTicker(v.Interval.D())
 	defer ticker.Stop()
-	var mu sync.Mutex
-	for prog.Fatal == "" && time.Since(start) < v.Duration.D() {
-		live, err := e.List(ctx, engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster, Service: in.Service})
-		if err != nil {
-			if ctx.Err() != nil {
-				return workflows.Verdict{}, ctx.Err()
+	// Probes are fired on a fixed schedule and not awaited before the next tick: a slow
+	// version gets as many samples as a fast one (it must not slip under min_samples and
+	// turn a clear failure into an inconclusive verdict).
+	var (
+		mu       sync.Mutex // guards prog while probes are in flight
+		inflight sync.WaitGroup
+		byName   map[string]engine.Container
+		listedAt time.Time
+	)
+	defer inflight.Wait()
+	fatal := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return prog.Fatal
+	}
+	for fatal() == "" && time.Since(start) < v.Duration.D() {
+		if byName == nil || time.Since(listedAt) >= listEvery {
+			live, err := e.List(ctx, engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster, Service: in.Service})
+			if err != nil {
+				if ctx.Err() != nil {
+					return workflows.Verdict{}, ctx.Err()
+				}
+				return workflows.Verdict{}, classify("list "+in.Service+" on cluster "+in.Target.Cluster, err)
 			}
-			return workflows.Verdict{}, classify("list "+in.Service+" on cluster "+in.Target.Cluster, err)
-		}
-		byName := map[string]engine.Container{}
-		for _, c := range live {
-			byName[c.Name] = c
-		}
-		for _, n := range in.New {
-			c, ok := byName[n]
-			switch {
-			case !ok:
-				prog.Fatal = fmt.Sprintf("new replica %s is gone", n)
-			case !c.Running():
-				prog.Fatal = fmt.Sprintf("new replica %s is %s", n, c.State)
-			case c.Health == engine.HealthUnhealthy:
-				prog.Fatal = fmt.Sprintf("new replica %s turned unhealthy", n)
+			listedAt = time.Now()
+			byName = map[string]engine.Container{}
+			for _, c := range live {
+				byName[c.Name] = c
+			}
+			mu.Lock()
+			for _, n := range in.New {
+				c, ok := byName[n]
+				switch {
+				case prog.Fatal != "":
+				case !ok:
+					prog.Fatal = fmt.Sprintf("new replica %s is gone", n)
+				case !c.Running():
+					prog.Fatal = fmt.Sprintf("new replica %s is %s", n, c.State)
+				case c.Health == engine.HealthUnhealthy:
+					prog.Fatal = fmt.Sprintf("new replica %s turned unhealthy (failed its health check)", n)
+				}
+			}
+			mu.Unlock()
+			if fatal() != "" {
+				break
 			}
 		}
-		if prog.Fatal != "" {
-			break
-		}
-		var wg sync.WaitGroup
 		probe := func(s *side, addr string, p spec.Probe) {
-			defer wg.Done()
+			defer inflight.Done()
 			o := a.probe.do(ctx, addr, p)
 			mu.Lock()
 			s.record(o)
@@ -257,7 +279,7 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 		}
 		for _, p := range v.Requests {
 			for _, n := range in.New {
-				wg.Add(1)
+				inflight.Add(1)
 				go probe(&prog.New, byName[n].Address, p)
 			}
 			for _, n := range in.Baseline {
@@ -265,16 +287,16 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 				if c, ok := byName[n]; ok && c.Running() {
 					addr = c.Address
 				}
-				wg.Add(1)
+				inflight.Add(1)
 				go probe(&prog.Base, addr, p)
 			}
 		}
 		if in.HealthPath != "" {
 			for _, n := range in.New {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					o := a.probe.do(ctx, byName[n].Address, spec.Probe{Path: in.HealthPath, Method: http.MethodGet})
+				inflight.Add(1)
+				go func(addr string) {
+					defer inflight.Done()
+					o := a.probe.do(ctx, addr, spec.Probe{Path: in.HealthPath, Method: http.MethodGet})
 					mu.Lock()
 					defer mu.Unlock()
 					// an unreachable replica is judged by the probes (inconclusive), not here
@@ -289,24 +311,25 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 					} else {
 						prog.HealthFails[n] = 0
 					}
-				}()
+				}(byName[n].Address)
 			}
 		}
-		wg.Wait()
-		if ctx.Err() != nil {
-			return workflows.Verdict{}, ctx.Err()
-		}
+		mu.Lock()
 		prog.Elapsed = time.Since(start)
-		hb.set(ctx, cloneProgress(prog))
-		if prog.Fatal != "" || prog.Elapsed >= v.Duration.D() {
-			break
-		}
+		snap := cloneProgress(prog)
+		mu.Unlock()
+		hb.set(ctx, snap)
 		select {
 		case <-ctx.Done():
 			return workflows.Verdict{}, ctx.Err()
 		case <-ticker.C:
 		}
 	}
+	inflight.Wait() // the last probes (bounded by their timeout)
+	if ctx.Err() != nil {
+		return workflows.Verdict{}, ctx.Err()
+	}
+	prog.Elapsed = time.Since(start)
 	verdict := judge(v, prog, len(in.New), len(in.Baseline), a.opts.LatencyRatioFloor)
 	verdict.Service, verdict.Cluster, verdict.Stage, verdict.At = in.Service, in.Target.Cluster, in.Stage, time.Now().UTC()
 	logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason)
