@@ -174,6 +174,10 @@ type route struct {
 }
 
 func (s *Server) routeTable() []route {
+	return append(s.coreRoutes(), s.loadTestRoutes()...)
+}
+
+func (s *Server) coreRoutes() []route {
 	return []route{
 		{http.MethodGet, "/healthz", false, s.healthz},
 		{http.MethodGet, "/readyz", false, s.readyz},
