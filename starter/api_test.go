@@ -58,6 +58,14 @@ func TestBadSpecIs400NamingFieldAndLine(t *testing.T) {
 		t.Fatalf("override error: %+v", p.Errors)
 	}
 
+	// So does a trigger naming a service the checked-in spec does not have.
+	a.checkIn(env, specYAML(env, svc{name: "web", version: "1.0.0"}))
+	status, hdr, body = a.do("POST", "/v1/releases", tokAdmin, "application/json", []byte(`{"environment":"`+env+`","services":{"wbe":"1.1.0"}}`))
+	p = a.problem(status, hdr, body, 400)
+	if len(p.Errors) != 1 || p.Errors[0].Path != "services.wbe" || !strings.Contains(p.Errors[0].Message, "web") {
+		t.Fatalf("trigger with an unknown service: %+v", p.Errors)
+	}
+
 	// JSON spec bodies are parsed by the same parser.
 	status, hdr, body = a.do("POST", "/v1/releases", tokAdmin, "application/json", []byte(`{"environment": "`+env+`", "clusters": "x"}`))
 	p = a.problem(status, hdr, body, 400)

@@ -277,6 +277,15 @@ func (s *Server) checkedIn(env string, overrides map[string]string) (*spec.Envir
 	}
 	e, err := loadSpec(path, data, overrides)
 	if err != nil {
+		// The overrides came in the request's services, not in ?set=.
+		var es spec.Errors
+		if errors.As(err, &es) {
+			for _, fe := range es {
+				if rest, ok := strings.CutPrefix(fe.Path, "set."); ok {
+					fe.Path, fe.File = "services."+rest, "request"
+				}
+			}
+		}
 		return nil, err
 	}
 	if e.Environment != env {
