@@ -15,13 +15,15 @@ import (
 //   - ScaleOut: starts replicas and waits for health; heartbeats.
 //   - ScaleIn: the compensation; more attempts than anything else, heartbeats.
 //   - Generate: runs for warm-up + duration, heartbeats its progress every few seconds. A
-//     retry (worker lost) runs the whole load again: a measurement must be one piece.
+//     retry (worker lost) runs the whole load again: a measurement must be one piece. A
+//     cancel waits until the generator has stopped (it learns of it from its next
+//     heartbeat, within 80% of the heartbeat timeout), so the scale-in never races the load.
 var loadTestActivityOptions = map[string]workflow.ActivityOptions{
 	ActivityLoadTestPrepare:  {StartToCloseTimeout: 30 * time.Second, RetryPolicy: ltRetry(5)},
 	ActivityLoadTestPrevious: {StartToCloseTimeout: 30 * time.Second, RetryPolicy: ltRetry(3)},
 	ActivityLoadTestScaleOut: {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 20 * time.Second, RetryPolicy: ltRetry(4)},
 	ActivityLoadTestScaleIn:  {StartToCloseTimeout: 90 * time.Second, HeartbeatTimeout: 20 * time.Second, RetryPolicy: ltRetry(rollbackAttempts)},
-	ActivityLoadTestGenerate: {StartToCloseTimeout: 2 * time.Minute, HeartbeatTimeout: 30 * time.Second, RetryPolicy: ltRetry(2)},
+	ActivityLoadTestGenerate: {StartToCloseTimeout: 2 * time.Minute, HeartbeatTimeout: 10 * time.Second, RetryPolicy: ltRetry(2), WaitForCancellation: true},
 }
 
 // ltRetry is retry() with the load test's own permanent error types added.
