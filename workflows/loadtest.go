@@ -32,12 +32,12 @@ func RegisterLoadTest(r sdkworker.WorkflowRegistry) {
 
 // RunLoadTestChild runs a load test as a child workflow and waits for its result: the
 // Release workflow's canary gate (build the input with CanaryLoadTestInput). The child's ID
-// is "<parent workflow ID>-loadtest-<test>"; it is cancelled with its parent, and it scales
+// is "<parent workflow ID>-loadtest-<service>-<test>"; it is cancelled with its parent, and it scales
 // nothing (canary mode), so a cancelled gate leaves nothing behind. A load test that could
 // not measure returns an error; a test that missed an SLO returns its result with Outcome
 // failed (use result.Verdict to judge it).
 func RunLoadTestChild(ctx workflow.Context, in LoadTestInput) (LoadTestResult, error) {
-	id := workflow.GetInfo(ctx).WorkflowExecution.ID + "-loadtest-" + in.Test.Name
+	id := workflow.GetInfo(ctx).WorkflowExecution.ID + "-loadtest-" + in.Service.Name + "-" + in.Test.Name
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID:            id,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
