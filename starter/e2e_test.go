@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/converter"
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/slipwayhq/slipway/apiclient"
@@ -213,7 +215,8 @@ func TestReleaseEndToEnd(t *testing.T) {
 		t.Fatalf("plan: %+v", plan.Plan)
 	}
 
-	// 5. Roll the second release back: a new, fast-tracked release to 1.0.0.
+	// 5. Roll the second release back: a new, audited, fast-tracked release of what it
+	// replaced (1.0.0), started by the caller; repeating the POST returns the same one.
 	rb, err := c.Rollback(ctx, second.ID, "test", "")
 	if err != nil {
 		t.Fatal(err)
@@ -225,13 +228,61 @@ func TestReleaseEndToEnd(t *testing.T) {
 	if err != nil || again.ID != rb.ID || !again.Existing {
 		t.Fatalf("second rollback POST: %v %+v", err, again)
 	}
+	in := startInput(t, a, rb.ID)
+	if !in.FastTrack || in.RollbackOf != second.ID || in.TriggeredBy != "admin" || len(in.Services) != 1 ||
+		in.Services[0] != "web" || in.Spec.Services[0].Version != "1.0.0" || in.Overrides["web"] != "1.0.0" ||
+		!strings.Contains(in.Description, second.ID) {
+		t.Fatalf("rollback release input: %+v", in)
+	}
+	if _, err := c.GetRelease(ctx, rb.ID, 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRollbackRestoresTheReplacedVersion: after 1.0.0 then 1.1.0, POST rollback of the
+// second release brings 1.0.0 back into traffic.
+func TestRollbackRestoresTheReplacedVersion(t *testing.T) {
+	env := e2eEnv(t)
+	a := newAPI(t, nil)
+	startWorker(t)
+	c := a.client(tokAdmin)
+	ctx := context.Background()
+	var last *apiclient.Release
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		r, err := c.StartRelease(ctx, apiclient.StartRequest{Spec: []byte(specYAML(env, svc{name: "web", version: v})), SpecName: "s.yaml", Wait: 3 * time.Minute})
+		if err != nil || r.Outcome != workflows.OutcomeSucceeded {
+			t.Fatalf("release %s: %v %+v", v, err, r)
+		}
+		last = r
+	}
+	rb, err := c.Rollback(ctx, last.ID, "bring 1.0.0 back", "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	done, err := c.GetRelease(ctx, rb.ID, 3*time.Minute)
 	if err != nil || done.Outcome != workflows.OutcomeSucceeded || done.Status.Services[0].ToVersion != "1.0.0" {
 		t.Fatalf("rollback release: %v %+v", err, done)
 	}
+	var view apiclient.EnvironmentView
+	a.checkIn(env, specYAML(env, svc{name: "web", version: "1.0.0"}))
 	if err := c.Environment(ctx, env, &view); err != nil || !runsVersion(view.Live.Clusters[0], "web", "1.0.0") {
 		t.Fatalf("after the rollback: %v %+v", err, view.Live)
 	}
+}
+
+// startInput reads the input a release was started with, from its history.
+func startInput(t *testing.T, a *api, id string) workflows.ReleaseInput {
+	t.Helper()
+	it := a.tc.GetWorkflowHistory(context.Background(), id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	ev, err := it.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in workflows.ReleaseInput
+	if err := converter.GetDefaultDataConverter().FromPayloads(ev.GetWorkflowExecutionStartedEventAttributes().GetInput(), &in); err != nil {
+		t.Fatal(err)
+	}
+	return in
 }
 
 func runsVersion(cs workflows.ClusterState, service, version string) bool {
