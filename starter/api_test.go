@@ -389,3 +389,48 @@ func TestDecisionOnAnEndedReleaseIs409(t *testing.T) {
 	status, hdr, body = a.do("POST", "/v1/releases/"+r.ID+"/rollback", tokAdmin, "", nil)
 	a.problem(status, hdr, body, 409)
 }
+
+// TestConcurrentTriggersStartOneRelease: triggers for the same service fired at once start
+// exactly one release; every other one is refused naming it.
+func TestConcurrentTriggersStartOneRelease(t *testing.T) {
+	a := newAPI(t, nil)
+	env := randomEnv("race")
+	t.Cleanup(func() { a.terminateAll(env) })
+	a.checkIn(env, specYAML(env, svc{name: "web", version: "1.0.0"}))
+	const n = 6
+	type answer struct {
+		rel *apiclient.Release
+		err error
+	}
+	answers := make(chan answer, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			r, err := a.client(tokAdmin).StartRelease(context.Background(), apiclient.StartRequest{Trigger: &apiclient.TriggerRequest{
+				Environment: env, Services: map[string]string{"web": fmt.Sprintf("1.%d.0", i)}}})
+			answers <- answer{r, err}
+		}()
+	}
+	var started []string
+	var refused []*apiclient.Problem
+	for i := 0; i < n; i++ {
+		a := <-answers
+		var p *apiclient.Problem
+		switch {
+		case a.err == nil:
+			started = append(started, a.rel.ID)
+		case errors.As(a.err, &p) && p.Status == 409:
+			refused = append(refused, p)
+		default:
+			t.Fatalf("unexpected answer: %v", a.err)
+		}
+	}
+	if len(started) != 1 {
+		t.Fatalf("%d releases started, want 1: %v", len(started), started)
+	}
+	for _, p := range refused {
+		if p.InFlight != started[0] {
+			t.Errorf("refusal names %q, not the release in flight %s", p.InFlight, started[0])
+		}
+	}
+	a.waitVisible(fmt.Sprintf("%s = '%s'", workflows.SAEnvironment, env), 1)
+}
