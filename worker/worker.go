@@ -22,8 +22,10 @@ type Options struct {
 	Identity string
 	// MaxConcurrentActivities caps the activities running at once (0: the SDK default).
 	MaxConcurrentActivities int
-	// Activities configures the activities (probe client, limits).
+	// Activities configures the release activities (probe client, limits).
 	Activities activities.Options
+	// LoadTests configures the load-test activities (rate and duration caps).
+	LoadTests activities.LoadTestOptions
 }
 
 // New returns a worker (not started) with every Slipway workflow and activity registered.
@@ -40,6 +42,8 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
 	})
 	workflows.Register(w)
+	workflows.RegisterLoadTest(w)
 	activities.Register(w, activities.New(d, opts.Activities))
+	activities.RegisterLoadTest(w, activities.NewLoadTest(d, opts.LoadTests))
 	return w, nil
 }
