@@ -331,6 +331,19 @@ func TestApprovalGateThroughTheAPI(t *testing.T) {
 	if !strings.Contains(p.Detail, "rejected") {
 		t.Errorf("rejected update detail: %q", p.Detail)
 	}
+	// Pause and resume reach the release (and are recorded with their actor).
+	paused, err := c.Decide(ctx, rel.ID, apiclient.ActionPause, "lunch")
+	if err != nil || paused.Status == nil || !paused.Status.Paused {
+		t.Fatalf("pause: %v %+v", err, paused)
+	}
+	_, err = c.Decide(ctx, rel.ID, apiclient.ActionPause, "twice")
+	if p := (*apiclient.Problem)(nil); !errors.As(err, &p) || p.Status != 409 || !strings.Contains(p.Detail, "already paused") {
+		t.Fatalf("second pause: %v", err)
+	}
+	resumed, err := c.Decide(ctx, rel.ID, apiclient.ActionResume, "back")
+	if err != nil || resumed.Status.Paused {
+		t.Fatalf("resume: %v %+v", err, resumed)
+	}
 	ok, err := c.Decide(ctx, rel.ID, apiclient.ActionApprove, "looks good")
 	if err != nil {
 		t.Fatal(err)
