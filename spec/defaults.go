@@ -64,7 +64,14 @@ func ApplyDefaults(env *Environment) {
 	}
 	for i := range env.Services {
 		s := &env.Services[i]
+		ownLoadTest := s.Canary != nil && s.Canary.LoadTest != ""
 		inheritDefaults(s, &env.Defaults)
+		// defaults.canary.load_test gates only the services its load test targets.
+		if !ownLoadTest && s.Canary != nil && s.Canary.LoadTest != "" {
+			if lt := env.loadTest(s.Canary.LoadTest); lt == nil || lt.Service != s.Name {
+				s.Canary.LoadTest = ""
+			}
+		}
 		builtinDefaults(env, s)
 	}
 	for i := range env.LoadTests {
@@ -73,9 +80,8 @@ func ApplyDefaults(env *Environment) {
 		if len(lt.Clusters) == 0 && ok {
 			lt.Clusters = slices.Clone(svc.Clusters)
 		}
-		if len(lt.Requests) == 0 && ok && svc.Verification != nil {
-			lt.Requests = cloneProbes(svc.Verification.Requests)
-		}
+		// Not the verification requests: those default to the health path, and a load
+		// test of /healthz would pass a version that is slow or failing on real traffic.
 		if len(lt.Requests) == 0 {
 			lt.Requests = []Probe{{Path: DefaultProbePath}}
 		}
@@ -274,4 +280,14 @@ func cloneProbes(ps []Probe) []Probe {
 		out[i].Headers = maps.Clone(p.Headers)
 	}
 	return out
+}
+
+// loadTest returns the load test of that name, nil when there is none.
+func (env *Environment) loadTest(name string) *LoadTest {
+	for i := range env.LoadTests {
+		if env.LoadTests[i].Name == name {
+			return &env.LoadTests[i]
+		}
+	}
+	return nil
 }

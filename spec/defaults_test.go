@@ -3,6 +3,7 @@ package spec
 import (
 	"encoding/json"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -60,7 +61,8 @@ load_tests:
 		t.Error("a service with a port must be verified")
 	}
 	lt := env.LoadTests[0]
-	if !reflect.DeepEqual(lt.Requests, probe("/healthz")) || lt.ScaleFactor != 1 || !reflect.DeepEqual(lt.Clusters, []string{"a"}) {
+	// A load test loads the service's real traffic path, not its health check.
+	if !reflect.DeepEqual(lt.Requests, probe("/")) || lt.ScaleFactor != 1 || !reflect.DeepEqual(lt.Clusters, []string{"a"}) {
 		t.Errorf("load test = %+v", lt)
 	}
 }
@@ -134,5 +136,39 @@ func TestApplyDefaultsIdempotent(t *testing.T) {
 		if string(before) != string(after) {
 			t.Errorf("%s: ApplyDefaults changed a defaulted spec:\n%s\n%s", f, before, after)
 		}
+	}
+}
+
+func TestDefaultCanaryLoadTestGatesOnlyItsService(t *testing.T) {
+	env := mustParse(t, `
+environment: x
+clusters: [{name: a}]
+defaults:
+  canary: {load_test: smoke}
+services:
+  - {name: app, image: x, version: "1", port: 80}
+  - {name: db, image: x, version: "1", port: 80}
+  - {name: web, image: x, version: "1", port: 80, canary: {load_test: web-load}}
+load_tests:
+  - {name: smoke, service: app, rate: 5, duration: 10s}
+  - {name: web-load, service: web, rate: 5, duration: 10s}
+`)
+	for name, want := range map[string]string{"app": "smoke", "db": "", "web": "web-load"} {
+		s, _ := env.Service(name)
+		if s.Canary.LoadTest != want {
+			t.Errorf("%s: canary.load_test = %q, want %q", name, s.Canary.LoadTest, want)
+		}
+	}
+	_, err := Parse("own.yaml", []byte(`
+environment: x
+clusters: [{name: a}]
+services:
+  - {name: app, image: x, version: "1", port: 80}
+  - {name: db, image: x, version: "1", port: 80, canary: {load_test: smoke}}
+load_tests:
+  - {name: smoke, service: app, rate: 5, duration: 10s}
+`))
+	if err == nil || !strings.Contains(err.Error(), "services[1].canary.load_test") {
+		t.Fatalf("a service's own canary.load_test of another service: err = %v", err)
 	}
 }

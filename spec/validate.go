@@ -385,8 +385,10 @@ func (v *validator) service(env *Environment, i int, clusters, services, loadTes
 		}
 	}
 	if lt, at := s.canaryLoadTest(env, p); lt != "" {
-		if _, ok := loadTests[lt]; !ok {
+		if j, ok := loadTests[lt]; !ok {
 			v.errorAt(p+".canary.load_test", at, "unknown load test %q%s", lt, didYouMean(lt, keys(loadTests)))
+		} else if other := env.LoadTests[j].Service; other != s.Name && at != "defaults.canary.load_test" {
+			v.errorAt(p+".canary.load_test", at, "load test %q targets service %q, not %q: a canary gate must load the canary's own service", lt, other, s.Name)
 		}
 	}
 	if s.Port == 0 {
