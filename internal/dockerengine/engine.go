@@ -261,6 +261,19 @@ func (e *Engine) Ensure(ctx context.Context, spec engine.ContainerSpec) (engine.
 	if err != nil {
 		return engine.Container{}, err
 	}
+	// A kept replica that was taken out of traffic (Detach) and stopped is on no network:
+	// put it back on the spec's network (with the spec's alias, if any) so it can be probed
+	// and attached again.
+	if spec.Network != "" {
+		if _, ok := endpoint(c, spec.Network); !ok {
+			if err := e.Attach(ctx, name, spec.Network, spec.Alias); err != nil {
+				return engine.Container{}, err
+			}
+			if c, err = e.inspect(ctx, op, name); err != nil {
+				return engine.Container{}, err
+			}
+		}
+	}
 	// No probe: a container that has just started is not worth one; WaitHealthy judges.
 	return e.toContainer(ctx, c, false), nil
 }

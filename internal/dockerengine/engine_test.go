@@ -99,6 +99,36 @@ func TestEnsureIsIdempotent(t *testing.T) {
 	testenv.AssertNoContainers(t, f.env)
 }
 
+// TestEnsureRestoresADetachedStoppedReplica: a replica taken out of traffic (Detach) and
+// stopped, as a release keeps the previous revision, comes back on its network when Ensure
+// starts it again, so its health can be probed and it can be attached.
+func TestEnsureRestoresADetachedStoppedReplica(t *testing.T) {
+	t.Parallel()
+	f := setup(t, "a")
+	s := f.spec("a", "web", "1.0.0", 0)
+	c := mustEnsure(t, f.e, s)
+	if err := f.e.Detach(ctxT(t, time.Minute), c.Name, s.Network); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.e.Stop(ctxT(t, time.Minute), c.Name, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	again := mustEnsure(t, f.e, s)
+	if again.ID != c.ID || !again.Running() {
+		t.Fatalf("ensure after detach+stop: %+v", again)
+	}
+	healthy, err := f.e.WaitHealthy(ctxT(t, time.Minute), c.Name)
+	if err != nil {
+		t.Fatalf("a restored replica must become healthy: %v", err)
+	}
+	if healthy.Address == "" {
+		t.Fatalf("a restored replica has no address on %s: %+v", s.Network, healthy)
+	}
+	if err := f.e.Remove(ctxT(t, time.Minute), c.Name); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestEnsureConcurrently: workers racing to ensure the same replica (and its new network)
 // end with one container and one network, and no error. Half of them use engines of their
 // own, as other worker processes would (no shared in-process lock).
