@@ -158,7 +158,7 @@ compose: Slipway is up (project $project)
   API          http://${SLIPWAY_BIND:-127.0.0.1}:${SLIPWAY_API_PORT:-8080}   (token: $SLIPWAY_COMPOSE_DIR/token)
   Temporal UI  http://${SLIPWAY_BIND:-127.0.0.1}:${SLIPWAY_UI_PORT:-8233}
   Temporal     ${SLIPWAY_BIND:-127.0.0.1}:${SLIPWAY_TEMPORAL_PORT:-7233}
-  Try: SLIPWAY_URL=http://127.0.0.1:${SLIPWAY_API_PORT:-8080} SLIPWAY_TOKEN=\$(cat $SLIPWAY_COMPOSE_DIR/token) bin/slipway-static env local
+  Try: SLIPWAY_URL=http://127.0.0.1:${SLIPWAY_API_PORT:-8080} SLIPWAY_TOKEN=\$(cat $SLIPWAY_COMPOSE_DIR/token) bin/slipway-static env $environment
 EOF
 }
 
