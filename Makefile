@@ -35,3 +35,19 @@ lint:
 
 clean:
 	rm -rf bin
+
+## compose-up: Slipway as containers (docs/compose.md): builds the slipway and demo images
+## offline, generates an API token, starts temporal, worker and api, waits until they are
+## healthy and the demo release (deployments/local.yaml) succeeded.
+compose-up:
+	build/compose.sh up
+
+## compose-down: removes the stack and every container, network and volume Slipway created
+## for the local environment; keeps the images and the API token (.slipway/compose/).
+compose-down:
+	build/compose.sh down
+
+## compose-e2e: the compose end-to-end test (CI): up, good release, bad release rolled back, down.
+.PHONY: compose-e2e
+compose-e2e:
+	scripts/compose-e2e.sh
