@@ -16,6 +16,7 @@ import (
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
+	"github.com/slipwayhq/slipway/activities"
 	"github.com/slipwayhq/slipway/devserver"
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
@@ -41,8 +42,24 @@ func (f *apiFlags) register(cmd *cobra.Command, defaultAddr string) {
 	cmd.Flags().BoolVar(&f.checkEngines, "readyz-engines", true, "make /readyz ping every Docker engine of the checked-in specs")
 }
 
+// workerFlags tune the worker (in `dev` and `worker`).
+type workerFlags struct {
+	maxRate     int
+	maxDuration time.Duration
+}
+
+func (f *workerFlags) register(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&f.maxRate, "loadtest-max-rate", activities.DefaultLoadTestMaxRate, "highest rate (requests/s) a load test may ask for")
+	cmd.Flags().DurationVar(&f.maxDuration, "loadtest-max-duration", activities.DefaultLoadTestMaxDuration, "longest a load test may run (warm-up included)")
+}
+
+func (f *workerFlags) options() worker.Options {
+	return worker.Options{LoadTests: activities.LoadTestOptions{MaxRate: f.maxRate, MaxDuration: f.maxDuration}}
+}
+
 func init() {
 	var (
+		wf        workerFlags
 		dataDir   string
 		ephemeral bool
 		ip        string
@@ -98,7 +115,7 @@ unfinished ones carry on.`,
 			if err != nil {
 				return err
 			}
-			return runWorkerAndAPI(ctx, srv.Client(), srv.Namespace(), &api, true, func(apiURL string) {
+			return runWorkerAndAPI(ctx, srv.Client(), srv.Namespace(), &api, &wf, func(apiURL string) {
 				store := opts.DBFile
 				if ephemeral {
 					store = "in memory (--ephemeral: gone when this process ends)"
@@ -123,9 +140,13 @@ unfinished ones carry on.`,
 	dev.Flags().StringVar(&logLevel, "temporal-log-level", "warn", "level of the embedded Temporal server's log (written to <data-dir>/temporal.log)")
 	dev.Flags().BoolVar(&tempOnly, "temporal-only", false, "run only the embedded Temporal server and Web UI (run `slipway worker` and `slipway api` beside it)")
 	api.register(dev, "127.0.0.1:8080")
+	wf.register(dev)
 	rootCmd.AddCommand(dev)
 
-	var wt temporalFlags
+	var (
+		wt  temporalFlags
+		wwf workerFlags
+	)
 	workerCmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Run the Slipway worker against a Temporal cluster",
@@ -147,7 +168,7 @@ Run as many as you like.`,
 			}
 			d := dockerengine.NewDialer(dockerengine.Options{})
 			defer d.Close()
-			w, err := worker.New(c, d, worker.Options{})
+			w, err := worker.New(c, d, wwf.options())
 			if err != nil {
 				return err
 			}
@@ -161,6 +182,7 @@ Run as many as you like.`,
 		},
 	}
 	wt.register(workerCmd)
+	wwf.register(workerCmd)
 	rootCmd.AddCommand(workerCmd)
 
 	var (
@@ -179,7 +201,7 @@ Run as many as you like.`,
 				return err
 			}
 			defer c.Close()
-			return runWorkerAndAPI(ctx, c, ns, &aapi, false, func(apiURL string) {
+			return runWorkerAndAPI(ctx, c, ns, &aapi, nil, func(apiURL string) {
 				fmt.Fprintf(cmd.OutOrStdout(), "Slipway API %s on %s\n", buildVersion(), apiURL)
 			})
 		},
@@ -190,15 +212,15 @@ Run as many as you like.`,
 	rootCmd.AddCommand(apiCmd)
 }
 
-// runWorkerAndAPI runs (optionally) the worker and the HTTP API until ctx ends, then stops both
-// gracefully.
-func runWorkerAndAPI(ctx context.Context, c client.Client, namespace string, f *apiFlags, withWorker bool, ready func(apiURL string)) error {
+// runWorkerAndAPI runs the worker (unless wf is nil) and the HTTP API until ctx ends, then
+// stops both gracefully.
+func runWorkerAndAPI(ctx context.Context, c client.Client, namespace string, f *apiFlags, wf *workerFlags, ready func(apiURL string)) error {
 	d := dockerengine.NewDialer(dockerengine.Options{})
 	defer d.Close()
 	var w sdkworker.Worker
-	if withWorker {
+	if wf != nil {
 		var err error
-		if w, err = worker.New(c, d, worker.Options{}); err != nil {
+		if w, err = worker.New(c, d, wf.options()); err != nil {
 			return err
 		}
 		if err := w.Start(); err != nil {
