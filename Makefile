@@ -5,6 +5,9 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 BIN      := bin/slipway
 # Test timeout for the whole suite; the suite itself takes a few minutes on a warm cache.
 TEST_TIMEOUT ?= 20m
+# Static, pure-Go builds everywhere (the SQLite driver is pure Go): one build cache serves the
+# tests, `make build` and the FROM-scratch image, so a cold machine compiles Temporal once.
+export CGO_ENABLED ?= 0
 
 .PHONY: build dev images test bench lint clean compose-up compose-down
 
