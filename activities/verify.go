@@ -411,5 +411,8 @@ func judge(v spec.Verification, p verifyProgress, newTargets, baseTargets int, f
 	if compare && b.Unreachable > 0 {
 		return verdict(workflows.VerdictInconclusive, "%d of %d probes of the stable version could not run", b.Unreachable, b.Attempts)
 	}
-	return verdict(workflows.VerdictPassed, "%d samples, error rate %.1f%%, p95 %s (stable p95 %s)", n.Responses, 100*ev.ErrorRate, ev.P95, ev.BaselineP95)
+	if baseTargets == 0 {
+		return verdict(workflows.VerdictPassed, "%d samples, error rate %.1f%%, p95 %s (no stable replica left to compare with)", n.Responses, 100*ev.ErrorRate, ev.P95)
+	}
+	return verdict(workflows.VerdictPassed, "%d samples, error rate %.1f%%, p95 %s (stable: %d samples, p95 %s)", n.Responses, 100*ev.ErrorRate, ev.P95, b.Responses, ev.BaselineP95)
 }

@@ -326,7 +326,18 @@ func (w *fakeWorld) Verify(_ context.Context, in VerifyInput) (Verdict, error) {
 	w.verifies = append(w.verifies, in)
 	judge := w.verdict
 	err := w.unavailable(in.Target.Cluster)
+	// like the real probes: a replica off the network (detached) or not running has no
+	// address, and a verification that cannot reach one side is inconclusive
+	var unreachable []string
+	for _, n := range append(append([]string(nil), in.New...), in.Baseline...) {
+		if c := w.clusters[in.Target.Cluster][n]; c == nil || !c.Running() || !c.InTraffic {
+			unreachable = append(unreachable, n)
+		}
+	}
 	w.mu.Unlock()
+	if err == nil && len(unreachable) > 0 {
+		return Verdict{Result: VerdictInconclusive, Reason: fmt.Sprintf("cannot reach %v", unreachable)}, nil
+	}
 	if err != nil {
 		return Verdict{}, err
 	}

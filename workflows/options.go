@@ -43,9 +43,9 @@ var activityOptions = map[string]workflow.ActivityOptions{
 	ActivitySetTraffic:     {StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry(5)},
 	ActivityStopReplicas:   {StartToCloseTimeout: 60 * time.Second, RetryPolicy: retry(5)},
 	ActivityRemoveReplicas: {StartToCloseTimeout: 60 * time.Second, RetryPolicy: retry(5)},
-	ActivityStartReplicas:  {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 15 * time.Second, RetryPolicy: retry(4)},
-	ActivityStartStopped:   {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 15 * time.Second, RetryPolicy: retry(4)},
-	ActivityVerify:         {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: 15 * time.Second, RetryPolicy: retry(4)},
+	ActivityStartReplicas:  {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
+	ActivityStartStopped:   {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
+	ActivityVerify:         {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
 }
 
 // rollbackAttempts is how hard the rollback tries each step: more than the release itself,

@@ -476,7 +476,7 @@ func (r *release) startReplicas(ctx workflow.Context, s spec.Service, cp *Cluste
 	var ae *temporal.ApplicationError
 	if errors.As(err, &ae) && ae.Type() == ErrUnhealthy {
 		v := Verdict{Result: VerdictFailed, Service: s.Name, Cluster: cp.Cluster, Stage: stage,
-			Reason: fmt.Sprintf("new replicas of %s did not become healthy: %s", s.Version, ae.Error())}
+			Reason: fmt.Sprintf("new replicas of %s did not come up: %s", s.Version, ae.Message())}
 		return r.judge(ctx, v)
 	}
 	return r.activityFailed(ctx, s.Name, cp.Cluster, fmt.Sprintf("starting %s replicas (%s)", s.Version, stage), err)
@@ -506,13 +506,16 @@ func (r *release) verify(ctx workflow.Context, service string, cp *ClusterPlan, 
 	pol := r.pol[service]
 	v := pol.Verify
 	v.Duration = spec.Duration(d)
+	// The baseline is the old replicas still in traffic: a detached replica is off the
+	// environment network, so the worker cannot reach it any more. With none left (the
+	// last batch, the wave check) only the absolute thresholds apply.
 	var baseline []string
-	stopped := map[string]bool{}
-	for _, n := range r.stopped[service][cp.Cluster] {
-		stopped[n] = true
+	out := map[string]bool{}
+	for _, n := range r.detached[service][cp.Cluster] {
+		out[n] = true
 	}
 	for _, n := range cp.Old {
-		if !stopped[n] {
+		if !out[n] {
 			baseline = append(baseline, n)
 		}
 	}
@@ -670,7 +673,7 @@ func errText(err error) string {
 	}
 	var ae *temporal.ApplicationError
 	if errors.As(err, &ae) {
-		return fmt.Sprintf("%s (%s)", ae.Error(), ae.Type())
+		return fmt.Sprintf("%s (%s)", ae.Message(), ae.Type())
 	}
 	var te *temporal.TimeoutError
 	if errors.As(err, &te) {

@@ -191,7 +191,8 @@ func TestReleaseCanaryUnhealthy(t *testing.T) {
 	st, _ := run(t, w, ReleaseInput{Spec: testSpec(svc("web", "bad-crash"))})
 
 	require.Equal(t, OutcomeRolledBack, st.Outcome)
-	require.Contains(t, st.Reason, "did not become healthy")
+	require.Contains(t, st.Reason, "did not come up")
+	require.Contains(t, st.Reason, "exited at start")
 	require.Len(t, st.Verdicts, 1)
 	require.Equal(t, VerdictFailed, st.Verdicts[0].Result)
 	require.Equal(t, "canary", st.Verdicts[0].Stage)

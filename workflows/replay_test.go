@@ -1,0 +1,36 @@
+package workflows
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+)
+
+// TestReplayHistories replays every committed history (testdata/*.json, recorded on the real
+// embedded server by record_test.go: one per path of the Release workflow, and the Plan
+// workflow) against today's code. A change to the order of commands without
+// workflow.GetVersion fails here with a nondeterminism error.
+func TestReplayHistories(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join("testdata", "*.json"))
+	require.NoError(t, err)
+	var release int
+	for _, f := range files {
+		if strings.HasPrefix(filepath.Base(f), "release_") {
+			release++
+		}
+	}
+	require.GreaterOrEqual(t, release, 10, "a history per path of the Release workflow")
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			r := worker.NewWorkflowReplayer()
+			r.RegisterWorkflowWithOptions(Release, workflow.RegisterOptions{Name: ReleaseWorkflowName})
+			r.RegisterWorkflowWithOptions(PlanWorkflow, workflow.RegisterOptions{Name: PlanWorkflowName})
+			r.RegisterWorkflowWithOptions(ReleaseLock, workflow.RegisterOptions{Name: LockWorkflowName})
+			require.NoError(t, r.ReplayWorkflowHistoryFromJSONFile(nil, f))
+		})
+	}
+}
