@@ -24,14 +24,14 @@ type fakeWorld struct {
 	clusters map[string]map[string]*engine.Container // cluster → name → container
 	calls    []string
 
-	down      map[string]bool   // cluster → engine does not answer (retryable errors)
-	unhealthy map[string]bool   // version → its replicas never become healthy
-	missing   map[string]bool   // image ref → not in any engine store
+	down      map[string]bool // cluster → engine does not answer (retryable errors)
+	unhealthy map[string]bool // version → its replicas never become healthy
+	missing   map[string]bool // image ref → not in any engine store
 	verdict   func(VerifyInput) Verdict
 	// hook sees every call as it is recorded, with the world locked (it may change down,
 	// unhealthy, missing directly), e.g. to bring an engine down mid-release.
-	hook func(call string)
-	verifies  []VerifyInput
+	hook     func(call string)
+	verifies []VerifyInput
 }
 
 func newWorld(env string) *fakeWorld {
