@@ -3,14 +3,12 @@ package activities
 import (
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/spec"
+	"github.com/slipwayhq/slipway/workflows"
 )
 
 // EndpointOf says how to reach a cluster's engine. Used by the activities and by /readyz.
+// It is the endpoint of the cluster's activity target (workflows.TargetOf), so the API and
+// the activities can never disagree on how a spec cluster maps to an engine.
 func EndpointOf(c spec.Cluster) engine.Endpoint {
-	ep := engine.Endpoint{Cluster: c.Name, Host: c.Endpoint}
-	if c.TLS != nil {
-		ep.TLSCA, ep.TLSCert, ep.TLSKey = c.TLS.CA, c.TLS.Cert, c.TLS.Key
-		ep.TLSVerify = c.TLS.Verify == nil || *c.TLS.Verify
-	}
-	return ep
+	return workflows.TargetOf("", c).EngineEndpoint()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/slipwayhq/slipway/spec"
 )
@@ -538,4 +539,101 @@ func TestReleaseImageMissing(t *testing.T) {
 	require.Contains(t, st.Reason, "slipway/demo:9.9.9 on cluster b")
 	require.Empty(t, w.Calls("StartReplicas"))
 	require.Empty(t, w.Calls("SetTraffic"))
+}
+
+func TestReleaseMaxParallelClusters(t *testing.T) {
+	three := func(limit int) spec.Environment {
+		env := spec.Environment{
+			Environment: "staging",
+			Clusters:    []spec.Cluster{{Name: "a", Wave: 1}, {Name: "b", Wave: 1}, {Name: "c", Wave: 1}},
+			Rollout:     spec.EnvironmentRollout{MaxParallelClusters: limit},
+			Services:    []spec.Service{svc("web", "1.1.0", func(s *spec.Service) { s.Canary = &spec.Canary{Skip: true} })},
+		}
+		spec.ApplyDefaults(&env)
+		return env
+	}
+	// clusterRuns returns the clusters in the order their StartReplicas calls came, one
+	// entry per change of cluster: [a b c] when one cluster changes at a time.
+	clusterRuns := func(w *fakeWorld) []string {
+		var out []string
+		for _, c := range w.Calls("StartReplicas") {
+			cl := strings.Fields(c)[1]
+			if len(out) == 0 || out[len(out)-1] != cl {
+				out = append(out, cl)
+			}
+		}
+		return out
+	}
+	seed := func() *fakeWorld {
+		w := newWorld("staging")
+		for _, c := range []string{"a", "b", "c"} {
+			w.seed(c, "web", "1.0.0", 2)
+		}
+		return w
+	}
+	w := seed()
+	st, _ := run(t, w, ReleaseInput{Spec: three(1)})
+	require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+	require.Len(t, clusterRuns(w), 3, "max_parallel_clusters 1: one cluster at a time, got %v", w.Calls("StartReplicas"))
+
+	w = seed()
+	st, _ = run(t, w, ReleaseInput{Spec: three(0)})
+	require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+	require.Greater(t, len(clusterRuns(w)), 3, "no limit: the clusters of a wave change together, got %v", w.Calls("StartReplicas"))
+}
+
+func TestReleaseCanaryLoadTestGate(t *testing.T) {
+	withLoadTest := func() spec.Environment {
+		env := testSpec(svc("web", "1.1.0", func(s *spec.Service) { s.Canary = &spec.Canary{LoadTest: "smoke"} }))
+		env.LoadTests = []spec.LoadTest{{Name: "smoke", Service: "web", Rate: 20, Duration: spec.Duration(10 * time.Second)}}
+		spec.ApplyDefaults(&env)
+		return env
+	}
+	for _, tc := range []struct {
+		outcome LoadTestOutcome
+		want    Outcome
+	}{{LoadTestPassed, OutcomeSucceeded}, {LoadTestFailed, OutcomeRolledBack}} {
+		t.Run(string(tc.outcome), func(t *testing.T) {
+			w := newWorld("staging")
+			w.seed("a", "web", "1.0.0", 2)
+			w.seed("b", "web", "1.0.0", 2)
+			var got LoadTestInput
+			st, env := run(t, w, ReleaseInput{Spec: withLoadTest()}, func(env *testsuite.TestWorkflowEnvironment) {
+				RegisterLoadTest(env)
+				env.OnWorkflow(LoadTestWorkflowName, mock.Anything, mock.Anything).Return(
+					func(_ workflow.Context, in LoadTestInput) (LoadTestResult, error) {
+						got = in
+						return LoadTestResult{Test: "smoke", Service: "web", Outcome: tc.outcome, Reason: "p95 410ms above the 300ms SLO"}, nil
+					})
+			})
+			require.Equal(t, tc.want, st.Outcome, st.Reason)
+			env.AssertExpectations(t)
+			require.Equal(t, []string{"slipway.staging.a.web.1.1.0.0"}, got.Containers, "aimed at the canary only")
+			require.True(t, got.HoldsLock, "the release holds the lock")
+			gate := st.Verdicts[1]
+			require.Equal(t, "canary load test", gate.Stage)
+			if tc.outcome == LoadTestFailed {
+				require.Contains(t, st.Reason, "load test smoke")
+				require.Equal(t, []string{"1.0.0"}, w.versions("a", "web"))
+			}
+		})
+	}
+}
+
+func TestReleaseCancelledRollsBack(t *testing.T) {
+	w := newWorld("staging")
+	w.seed("a", "web", "1.0.0", 2)
+	w.seed("b", "web", "1.0.0", 2)
+	in := ReleaseInput{Spec: testSpec(svc("web", "1.1.0", func(s *spec.Service) {
+		s.Rollout.Pause = spec.Duration(time.Minute)
+	}))}
+	st, _ := run(t, w, in, func(env *testsuite.TestWorkflowEnvironment) {
+		env.RegisterDelayedCallback(env.CancelWorkflow, 30*time.Second)
+	})
+	require.Equal(t, OutcomeRolledBack, st.Outcome)
+	require.Equal(t, "release cancelled", st.Reason)
+	for _, c := range []string{"a", "b"} {
+		requireServing(t, w, c, "web", "1.0.0", 2)
+		require.Equal(t, []string{"1.0.0"}, w.versions(c, "web"), "the rollback ran after the cancellation")
+	}
 }
