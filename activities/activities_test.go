@@ -217,11 +217,17 @@ func TestSetTrafficAndRemoveIdempotent(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{old[0].Name: true}, serving())
 
-	// stop, then start the stopped one again and put it back
+	// keep_previous stopped: detach, stop; then start it again (it must come up healthy
+	// before it takes traffic) and put it back
+	_, err = ae.ExecuteActivity(workflows.ActivitySetTraffic, workflows.SetTrafficInput{Target: f.target, Service: "web", Detach: names(old)})
+	require.NoError(t, err)
 	_, err = ae.ExecuteActivity(workflows.ActivityStopReplicas, workflows.ContainersInput{Target: f.target, Names: names(old), StopTimeout: time.Second})
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{old[0].Name: false}, serving())
 	_, err = ae.ExecuteActivity(workflows.ActivityStartStopped, workflows.ContainersInput{Target: f.target, Names: names(old), HealthDeadline: 20 * time.Second})
+	require.NoError(t, err)
+	require.Equal(t, map[string]bool{old[0].Name: false}, serving(), "started and healthy, not yet in traffic")
+	_, err = ae.ExecuteActivity(workflows.ActivitySetTraffic, workflows.SetTrafficInput{Target: f.target, Service: "web", Attach: names(old)})
 	require.NoError(t, err)
 	require.Equal(t, map[string]bool{old[0].Name: true}, serving())
 

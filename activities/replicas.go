@@ -238,8 +238,9 @@ func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersIn
 	})
 }
 
-// StartStopped starts stopped containers (the previous version kept stopped) and waits
-// until they are healthy, in parallel; it does not put them in traffic (SetTraffic does).
+// StartStopped starts stopped containers (the previous version kept stopped), connects them
+// to the environment network without the service alias, and waits until they are healthy,
+// in parallel; it does not put them in traffic (SetTraffic does).
 func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersInput) error {
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
@@ -254,6 +255,11 @@ func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersIn
 	return each(in.Names, func(n string) error {
 		if err := e.Start(ctx, n); err != nil {
 			return classify("start "+n, err)
+		}
+		// A replica kept stopped was detached first: put it back on the environment network
+		// without the service alias, so its health can be checked before it takes traffic.
+		if err := e.Attach(ctx, n, in.Target.Network(), ""); err != nil {
+			return classify("connect "+n+" to "+in.Target.Network(), err)
 		}
 		wctx, cancel := context.WithTimeout(ctx, deadline)
 		defer cancel()

@@ -84,7 +84,7 @@ var (
 
 // server is the embedded Temporal server shared by the tests of this process (in memory;
 // it goes with the process).
-func server(t *testing.T) *devserver.Server {
+func server(t testing.TB) *devserver.Server {
 	t.Helper()
 	srvOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -100,14 +100,14 @@ func server(t *testing.T) *devserver.Server {
 // fixture is one environment with clusters a (default engine, wave 1, canary) and, when
 // two, b (second daemon, wave 2).
 type fixture struct {
-	t       *testing.T
+	t       testing.TB
 	env     string
 	queue   string
 	dialer  *dockerengine.Dialer
 	targets []workflows.Target
 }
 
-func newFixture(t *testing.T, clusters int) *fixture {
+func newFixture(t testing.TB, clusters int) *fixture {
 	t.Helper()
 	testenv.DemoImages(t)
 	env := testenv.UniqueEnv(t)
@@ -161,7 +161,7 @@ func (f *fixture) cleanup(tg workflows.Target) {
 
 // spec is the environment's deployment spec at version, parsed like a spec file (strict
 // decoding, validation, defaults), with short timings.
-func (f *fixture) spec(version string, extra string) spec.Environment {
+func (f *fixture) spec(version string, mods ...func(*spec.Service)) spec.Environment {
 	f.t.Helper()
 	var clusters strings.Builder
 	for _, tg := range f.targets {
@@ -202,29 +202,36 @@ clusters:
       max_error_rate: 0.05
       max_p95_latency: 200ms
       max_latency_ratio: 3
-%s`, f.env, clusters.String(), version, extra)
+`, f.env, clusters.String(), version)
 	env, err := spec.Parse("e2e.yaml", []byte(y))
 	require.NoError(f.t, err, y)
+	for _, m := range mods {
+		m(&env.Services[0])
+	}
 	return *env
 }
 
-// seed makes version serve on every cluster (2 replicas each) without a release, through
-// the real activities.
-func (f *fixture) seed(version string) {
+// seed makes version serve on every cluster (2 replicas each, or as mods say) without a
+// release, through the real activities.
+func (f *fixture) seed(version string, mods ...func(*spec.Service)) {
 	f.t.Helper()
-	env := f.spec(version, "")
+	env := f.spec(version, mods...)
 	s, _ := env.Service("web")
+	var slots []int
+	for i := 0; i < s.Replicas; i++ {
+		slots = append(slots, i)
+	}
 	a := activities.New(f.dialer, activities.Options{})
 	for _, tg := range f.targets {
 		ctx := ctxT(f.t, time.Minute)
 		require.NoError(f.t, a.EnsureNetwork(ctx, workflows.EnsureNetworkInput{Target: tg}))
 		_, err := a.StartReplicas(ctx, workflows.StartReplicasInput{Target: tg, Release: "seed", Role: engine.RoleStable,
-			Service: s, Slots: []int{0, 1}, Attach: true, HealthDeadline: 20 * time.Second})
+			Service: s, Slots: slots, Attach: true, HealthDeadline: 20 * time.Second})
 		require.NoError(f.t, err)
 	}
 }
 
-func ctxT(t *testing.T, d time.Duration) context.Context {
+func ctxT(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -296,7 +303,7 @@ func (f *fixture) requireServes(version string) map[string][]string {
 }
 
 // answer GETs / on a replica and returns the version it reports.
-func answer(t *testing.T, addr string) string {
+func answer(t testing.TB, addr string) string {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodGet, "http://"+addr+"/", nil)
 	require.NoError(t, err)
@@ -316,7 +323,7 @@ func TestGoodReleaseOnTwoClusters(t *testing.T) {
 	f := newFixture(t, 2)
 	f.startWorker()
 	f.seed("1.0.0")
-	st := f.wait(f.release("good", workflows.ReleaseInput{Spec: f.spec("1.1.0", "")}))
+	st := f.wait(f.release("good", workflows.ReleaseInput{Spec: f.spec("1.1.0")}))
 
 	require.Equal(t, workflows.OutcomeSucceeded, st.Outcome, st.Reason)
 	others := f.requireServes("1.1.0")
@@ -335,7 +342,7 @@ func TestGoodReleaseOnTwoClusters(t *testing.T) {
 	}
 
 	// the lock is free again: the same service can be released at once
-	st2 := f.wait(f.release("again", workflows.ReleaseInput{Spec: f.spec("1.1.0", "")}))
+	st2 := f.wait(f.release("again", workflows.ReleaseInput{Spec: f.spec("1.1.0")}))
 	require.Equal(t, workflows.OutcomeSucceeded, st2.Outcome)
 	require.Contains(t, st2.Reason, "nothing to change")
 }
@@ -352,7 +359,7 @@ func TestBadVersionsCaughtAtTheCanary(t *testing.T) {
 			f := newFixture(t, 1)
 			f.startWorker()
 			f.seed("1.0.0")
-			st := f.wait(f.release("bad", workflows.ReleaseInput{Spec: f.spec(tc.tag, "")}))
+			st := f.wait(f.release("bad", workflows.ReleaseInput{Spec: f.spec(tc.tag)}))
 
 			require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
 			require.Contains(t, st.Reason, tc.reason)
@@ -370,7 +377,7 @@ func TestWorkerKilledMidRollout(t *testing.T) {
 	f := newFixture(t, 2)
 	f.seed("1.0.0")
 	child := f.startWorkerProcess()
-	run := f.release("killed", workflows.ReleaseInput{Spec: f.spec("1.1.0", "")})
+	run := f.release("killed", workflows.ReleaseInput{Spec: f.spec("1.1.0")})
 
 	// wait until the rollout is under way on cluster a, then SIGKILL the worker
 	require.Eventually(t, func() bool {
@@ -453,4 +460,21 @@ func (f *fixture) status(run client.WorkflowRun) (workflows.ReleaseStatus, error
 		return st, err
 	}
 	return st, v.Get(&st)
+}
+
+func TestRollbackWithPreviousKeptStopped(t *testing.T) {
+	f := newFixture(t, 2)
+	f.startWorker()
+	f.seed("1.0.0")
+	// no canary, the whole cluster in one batch: the failure comes after the old replicas
+	// were taken out and stopped, so the rollback must start them again
+	stopped := func(s *spec.Service) {
+		s.Canary.Skip = true
+		s.Rollout.BatchSize = 2
+		s.Rollback.KeepPrevious = spec.KeepStopped
+	}
+	st := f.wait(f.release("stopped", workflows.ReleaseInput{Spec: f.spec("bad-errors", stopped)}))
+	require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
+	require.Contains(t, st.Reason, "error rate")
+	require.Empty(t, f.requireServes("1.0.0"), "nothing of bad-errors left")
 }

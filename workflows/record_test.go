@@ -8,11 +8,13 @@ package workflows
 //
 //	go test -tags record ./workflows -run TestRecordHistories -count=1
 //
-// Run it after a deliberate change to the order of commands (behind workflow.GetVersion),
-// keep the old files, and commit the new ones beside them.
+// Run it after a deliberate change to the order of commands (behind workflow.GetVersion):
+// it never overwrites a history, it writes <name>.2.json, <name>.3.json… beside the old
+// ones, and every file keeps being replayed.
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -217,6 +219,14 @@ func save(t *testing.T, c client.Client, name, id, runID string) {
 	b, err := temporalproto.CustomJSONMarshalOptions{Indent: "  "}.Marshal(hist)
 	require.NoError(t, err)
 	require.NoError(t, os.MkdirAll("testdata", 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join("testdata", name+".json"), append(b, '\n'), 0o644))
+	// never overwrite: older histories must keep replaying (GetVersion branches)
+	path := filepath.Join("testdata", name+".json")
+	for n := 2; ; n++ {
+		if _, err := os.Stat(path); os.IsNotExist(err) {
+			break
+		}
+		path = filepath.Join("testdata", fmt.Sprintf("%s.%d.json", name, n))
+	}
+	require.NoError(t, os.WriteFile(path, append(b, '\n'), 0o644))
 	t.Logf("recorded %s: %d events", name, len(hist.Events))
 }

@@ -63,6 +63,13 @@ type gate struct {
 	approved bool
 }
 
+// Change IDs of workflow.GetVersion (never reuse or remove one while histories that lack
+// it may still be replayed; see replay_test.go).
+const (
+	// changeVerifyNoWait: a cancelled Verify no longer holds the rollback back.
+	changeVerifyNoWait = "verify-no-wait-for-cancel"
+)
+
 // errStop is returned by steps that stop because the release already failed.
 var errStop = errors.New("release stopped")
 
@@ -524,7 +531,13 @@ func (r *release) verify(ctx workflow.Context, service string, cp *ClusterPlan, 
 		in.HealthPath, in.HealthRetries = s.Health.HTTPPath, s.Health.Retries
 	}
 	r.clusterProgress(ctx, service, cp.Cluster, func(p *ClusterProgress) { p.Message = "verifying " + stage })
-	actx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivityVerify, d), true)
+	// Verify only reads: when the release stops, the rollback need not wait for a running
+	// verification to notice its cancellation (that can take a heartbeat interval).
+	// Releases started before this change keep waiting (their histories say so).
+	actx := optionsFor(ctx, ActivityVerify, d)
+	if workflow.GetVersion(ctx, changeVerifyNoWait, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		actx = workflow.WithWaitForCancellation(actx, true)
+	}
 	var verdict Verdict
 	if err := workflow.ExecuteActivity(actx, ActivityVerify, in).Get(ctx, &verdict); err != nil {
 		return r.activityFailed(ctx, service, cp.Cluster, "verifying "+stage, err)

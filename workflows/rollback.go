@@ -179,6 +179,7 @@ func (r *release) rollbackCluster(ctx workflow.Context, service, cluster string)
 		p.Updated = len(cp.Current)
 		p.Message = "previous version back in traffic"
 	})
+	r.event(ctx, PhaseRollingBack, service, cluster, fmt.Sprintf("previous version back in traffic (%d replicas)", len(cp.Old)))
 	rm := RemoveReplicasInput{Target: tgt, Names: remove, Service: service, Version: cp.ToVersion, Keep: cp.Existing}
 	if err := workflow.ExecuteActivity(rollbackOptionsFor(ctx, ActivityRemoveReplicas, 0), ActivityRemoveReplicas, rm).Get(ctx, nil); err != nil {
 		return fmt.Errorf("removing the new replicas: %w", err)
