@@ -178,8 +178,11 @@ func (r *release) run(ctx, dctx workflow.Context) error {
 		if plan, err = r.makePlan(ctx, scope); err != nil {
 			return r.failWith(ctx, "", "planning failed, nothing was changed: "+errText(err), nil)
 		}
-		if r.holdsAll(plan.Changed()) || i >= 3 {
+		if r.holdsAll(plan.Changed()) {
 			break
+		}
+		if i >= 3 {
+			return r.failWith(ctx, "", fmt.Sprintf("the services to change kept changing while their locks were taken (now %v), nothing was changed", plan.Changed()), nil)
 		}
 	}
 	r.plan = plan
