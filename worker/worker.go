@@ -5,6 +5,7 @@ package worker
 
 import (
 	"fmt"
+	"time"
 
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
@@ -40,6 +41,11 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 	w := sdkworker.New(c, opts.TaskQueue, sdkworker.Options{
 		Identity:                           opts.Identity,
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
+		// Heartbeats reach the server at least every second (the SDK's default waits up to 80%
+		// of the heartbeat timeout): an abort or a cancel reaches a long activity — a soak, a
+		// health wait, a load test — within a second instead of several.
+		MaxHeartbeatThrottleInterval:     time.Second,
+		DefaultHeartbeatThrottleInterval: time.Second,
 	})
 	workflows.Register(w)
 	workflows.RegisterLoadTest(w)
