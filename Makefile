@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 20m
 # tests, `make build` and the FROM-scratch image, so a cold machine compiles Temporal once.
 export CGO_ENABLED ?= 0
 
-.PHONY: build dev images test bench lint clean compose-up compose-down
+.PHONY: build dev dev-clean images test bench lint clean compose-up compose-down
 
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/slipway
@@ -17,6 +17,12 @@ build:
 ## dev: embedded Temporal + Web UI + worker + API in one process, on the local Docker engine.
 dev: build images
 	./$(BIN) dev $(ARGS)
+
+## dev-clean: remove every container and network Slipway made for the local environment
+## (keeps .slipway/, i.e. Temporal's data and the dev token).
+dev-clean:
+	-docker ps -aq --filter label=io.slipway.environment=local | xargs -r docker rm -f
+	-docker network ls -q --filter label=io.slipway.environment=local | xargs -r docker network rm
 
 ## images: the demo service at several versions, built offline (FROM scratch).
 images:
