@@ -17,16 +17,22 @@ func newPlanCmd() *cobra.Command {
 		sets []string
 	)
 	cmd := &cobra.Command{
-		Use:   "plan -f SPEC [--set svc=version]...",
+		Use:   "plan (-f SPEC | SPEC) [--set svc=version]...",
 		Short: "Show what a release of a spec would change (dry run against the live engines)",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.client()
 			if err != nil {
 				return err
 			}
+			if len(args) == 1 {
+				if file != "" && file != args[0] {
+					return fmt.Errorf("give the spec once: -f %s or %s", file, args[0])
+				}
+				file = args[0]
+			}
 			if file == "" {
-				return fmt.Errorf("give the spec with -f SPEC")
+				return fmt.Errorf("give the spec: slipway plan SPEC (or -f SPEC)")
 			}
 			overrides, err := parseSets(sets)
 			if err != nil {
