@@ -124,9 +124,15 @@ type Service struct {
 	// Port is the container port the service listens on (health and verification probes
 	// use it). A service without a port is not verified over HTTP.
 	Port int `yaml:"port,omitempty" json:"port,omitempty" jsonschema:"minimum=1,maximum=65535"`
-	// Env are environment variables of the containers. They end up in the workflow history:
-	// keep secrets out (use files or a secret store the image reads).
+	// Env are environment variables of the containers. Their values travel in the Release
+	// workflow's input and so end up in Temporal's history: never put secrets here (names
+	// that look like secrets, such as DB_PASSWORD or API_TOKEN, are refused: use secrets).
 	Env map[string]string `yaml:"env,omitempty" json:"env,omitempty"`
+	// Secrets are environment variables whose values are secrets. Each maps a variable name
+	// to a secret name (not a value), e.g. DB_PASSWORD: cart-db-password. Only the names
+	// travel through the API and the workflow history; the worker reads each value from its
+	// secrets directory (one file per secret) when it creates a container.
+	Secrets map[string]string `yaml:"secrets,omitempty" json:"secrets,omitempty"`
 	// Command replaces the image's CMD (arguments to its ENTRYPOINT).
 	Command []string `yaml:"command,omitempty" json:"command,omitempty"`
 	// Resources are per-container limits; none by default.

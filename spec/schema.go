@@ -57,12 +57,19 @@ func (Cluster) JSONSchemaExtend(s *jsonschema.Schema) {
 	setPattern(s, "endpoint", `^(unix|tcp)://`)
 }
 
-// JSONSchemaExtend adds name and version patterns to the generated schema.
+// JSONSchemaExtend adds name and version patterns, and the variable and secret name
+// patterns of secrets, to the generated schema.
 func (Service) JSONSchemaExtend(s *jsonschema.Schema) {
 	setPattern(s, "name", NamePattern)
 	setPattern(s, "version", VersionPattern)
 	setItemsPattern(s, "clusters", NamePattern)
 	setItemsPattern(s, "depends_on", NamePattern)
+	if p, ok := s.Properties.Get("secrets"); ok && p != nil {
+		p.PropertyNames = &jsonschema.Schema{Pattern: EnvNamePattern}
+		if p.AdditionalProperties != nil {
+			p.AdditionalProperties.Pattern = SecretNamePattern
+		}
+	}
 }
 
 // JSONSchemaExtend adds name patterns to the generated schema.

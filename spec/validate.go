@@ -26,8 +26,42 @@ var (
 	tagRE    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 	digestRE = regexp.MustCompile(`^sha256:[0-9a-f]{64}$`)
 	// headerRE is an HTTP header name (RFC 9110 token).
-	headerRE = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	headerRE     = regexp.MustCompile("^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+	envNameRE    = regexp.MustCompile(EnvNamePattern)
+	secretNameRE = regexp.MustCompile(SecretNamePattern)
 )
+
+// EnvNamePattern is the pattern of an environment variable name in secrets (a portable
+// shell name).
+const EnvNamePattern = `^[A-Za-z_][A-Za-z0-9_]*$`
+
+// SecretNamePattern is the pattern of a secret name: 1 to 63 lower-case letters, digits,
+// '.', '_' and '-', starting with a letter or digit. It names a file in the worker's
+// secrets directory, so it can never be a path ("..", "/").
+const SecretNamePattern = `^[a-z0-9][a-z0-9._-]{0,62}$`
+
+// ValidSecretName reports whether name is a valid secret name (SecretNamePattern).
+func ValidSecretName(name string) bool { return secretNameRE.MatchString(name) }
+
+// ValidEnvName reports whether name is a valid environment variable name for secrets
+// (EnvNamePattern).
+func ValidEnvName(name string) bool { return envNameRE.MatchString(name) }
+
+// secretWords are the parts of an environment variable name that say its value is a secret.
+var secretWords = []string{"PASSWORD", "PASSWD", "SECRET", "TOKEN", "API_KEY", "APIKEY", "PRIVATE_KEY"}
+
+// LooksLikeSecret reports whether an environment variable name says its value is a secret
+// (it contains PASSWORD, SECRET, TOKEN, API_KEY, PRIVATE_KEY …, in any case, with '-' or
+// '.' read as '_'). Such names are refused in env: their values belong in secrets.
+func LooksLikeSecret(name string) bool {
+	n := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_").Replace(name))
+	for _, w := range secretWords {
+		if strings.Contains(n, w) {
+			return true
+		}
+	}
+	return false
+}
 
 // NamePattern is the JSON Schema pattern of environment, cluster, service and load-test names.
 const NamePattern = `^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`
@@ -306,6 +340,28 @@ func (v *validator) service(env *Environment, i int, clusters, services, loadTes
 		}
 		if strings.ContainsRune(val, 0) {
 			v.errorf(kp, "environment variable values cannot contain NUL bytes")
+		}
+		if _, both := s.Secrets[k]; both {
+			v.errorf(kp, "%s is also in secrets: a variable comes from env or from secrets, not both (keep it in secrets only)", k)
+		} else if LooksLikeSecret(k) {
+			to := k
+			if !envNameRE.MatchString(k) {
+				to = "<NAME>" // secrets take portable names only
+			}
+			v.errorf(kp, "%s looks like a secret: env values are stored in the release's workflow history, visible in the Web UI; move it to secrets (secrets: {%s: <secret-name>}) and give the value to the worker as a file in its secrets directory", k, to)
+		}
+	}
+	for k, name := range s.Secrets {
+		kp := joinKey(p+".secrets", k)
+		if !envNameRE.MatchString(k) {
+			v.errorf(kp, "invalid environment variable name %q: use letters, digits and '_', not starting with a digit", k)
+		}
+		switch {
+		case name == "":
+			v.errorf(kp, "secret name is required (the name of a file in the worker's secrets directory, not the value)")
+		case !secretNameRE.MatchString(name):
+			// The name is not repeated: it may be a value written by mistake.
+			v.errorf(kp, "invalid secret name: use 1 to 63 lower-case letters, digits, '.', '_' and '-', starting with a letter or digit (it names a file in the worker's secrets directory; write the secret's name here, never its value)")
 		}
 	}
 	v.resources(p+".resources", s.Resources)
