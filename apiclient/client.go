@@ -77,6 +77,9 @@ type StartRequest struct {
 	IdempotencyKey string
 	// Wait blocks on the server until the release ends or Wait runs out.
 	Wait time.Duration
+	// Queue makes a release that overlaps one in flight wait up to Queue for it instead of
+	// being refused (409).
+	Queue time.Duration
 }
 
 // StartRelease starts a release (POST /v1/releases).
@@ -107,6 +110,9 @@ func (c *Client) StartRelease(ctx context.Context, r StartRequest) (*Release, er
 		ctype = "application/json"
 	} else {
 		return nil, errors.New("start release: neither a spec nor services given")
+	}
+	if r.Queue > 0 {
+		q.Set("queue", r.Queue.String())
 	}
 	if r.Wait > 0 {
 		q.Set("wait", r.Wait.String())

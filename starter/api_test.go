@@ -188,6 +188,21 @@ func TestOverlappingReleaseIs409NamingTheOneInFlight(t *testing.T) {
 	if !errors.As(err, &p) || p.Status != 409 || p.InFlight != first.ID {
 		t.Fatalf("whole-spec overlap: err = %v", err)
 	}
+	// Asked to queue, the same overlap is accepted: it waits for the first under the
+	// per-service lock inside Temporal instead of being refused.
+	queued, err := c.StartRelease(ctx, apiclient.StartRequest{Queue: 10 * time.Minute, Trigger: &apiclient.TriggerRequest{
+		Environment: env, Services: map[string]string{"web": "2.0.0"}}})
+	if err != nil {
+		t.Fatalf("a queued overlapping release was refused: %v", err)
+	}
+	if queued.ID == first.ID || !queued.Running {
+		t.Fatalf("queued release: %+v", queued)
+	}
+	status, hdr, body := a.do("POST", "/v1/releases?queue=soon", tokAdmin, "application/json",
+		[]byte(`{"environment":"`+env+`","services":{"web":"2.0.0"}}`))
+	if p := a.problem(status, hdr, body, 400); !strings.Contains(p.Detail, "queue") {
+		t.Fatalf("a bad queue parameter: %+v", p)
+	}
 	// Another service of the same environment may go.
 	second, err := c.StartRelease(ctx, apiclient.StartRequest{Trigger: &apiclient.TriggerRequest{
 		Environment: env, Services: map[string]string{"api": "1.1.0"}}})
@@ -198,8 +213,9 @@ func TestOverlappingReleaseIs409NamingTheOneInFlight(t *testing.T) {
 		t.Fatal("same id for two releases")
 	}
 	// The releases are in Temporal with Slipway's search attributes, the actor recorded.
-	ids := a.waitVisible(fmt.Sprintf("%s = '%s' AND %s = 'admin'", workflows.SAEnvironment, env, workflows.SATriggeredBy), 2)
-	if len(ids) != 2 {
+	// first, the queued one, second
+	ids := a.waitVisible(fmt.Sprintf("%s = '%s' AND %s = 'admin'", workflows.SAEnvironment, env, workflows.SATriggeredBy), 3)
+	if len(ids) != 3 {
 		t.Fatalf("visible releases %v", ids)
 	}
 }

@@ -90,6 +90,11 @@ func (s *Server) postRelease(c *gin.Context) {
 		return
 	}
 	req.in.TriggeredBy = who(c).name
+	if req.in.QueueTimeout, err = s.queueParam(c); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	req.in.Queue = req.in.QueueTimeout > 0
 	h := sha256.New()
 	h.Write([]byte(canonicalQuery(c.Request.URL.Query())))
 	h.Write([]byte{0})
@@ -327,6 +332,20 @@ func (s *Server) waitParam(c *gin.Context) (time.Duration, error) {
 	return min(d, s.cfg.MaxWait), nil
 }
 
+// queueParam reads ?queue=<duration>: a release that overlaps one in flight waits that long
+// for it (in the workflow, under the per-service lock) instead of being refused with 409.
+func (s *Server) queueParam(c *gin.Context) (spec.Duration, error) {
+	v := c.Query("queue")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		return 0, badRequest("queue: %q is not a positive duration such as 30m", v)
+	}
+	return spec.Duration(min(d, s.cfg.MaxWait)), nil
+}
+
 // start starts the release workflow, unless an Idempotency-Key names a release that already
 // exists (returned with Existing) or the release overlaps one in flight (409).
 func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string) (*apiclient.Release, error) {
@@ -362,8 +381,10 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 			return nil, fmt.Errorf("look up release %s: %w", wid, err)
 		}
 	}
-	if err := s.checkOverlap(ctx, env, req.scope, wid); err != nil {
-		return nil, err
+	if !req.in.Queue {
+		if err := s.checkOverlap(ctx, env, req.scope, wid); err != nil {
+			return nil, err
+		}
 	}
 	var versions []string
 	for _, svc := range req.in.Spec.Services {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -35,6 +36,7 @@ func newReleaseCmd() *cobra.Command {
 		sets                   []string
 		desc, buildURL, commit string
 		key                    string
+		queue                  time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "release (-f SPEC | --environment ENV --set svc=version...)",
@@ -54,7 +56,7 @@ awaiting approval (or still running at --timeout), 4 failed.`,
 			if err != nil {
 				return err
 			}
-			req := apiclient.StartRequest{IdempotencyKey: key}
+			req := apiclient.StartRequest{IdempotencyKey: key, Queue: queue}
 			switch {
 			case file != "" && environment != "":
 				return fmt.Errorf("give either -f SPEC or --environment, not both")
@@ -101,6 +103,7 @@ awaiting approval (or still running at --timeout), 4 failed.`,
 	cmd.Flags().StringVar(&desc, "description", "", "what this release is about")
 	cmd.Flags().StringVar(&buildURL, "build-url", os.Getenv("BUILD_URL"), "URL of the build that triggered the release (default $BUILD_URL)")
 	cmd.Flags().StringVar(&commit, "commit", os.Getenv("GIT_COMMIT"), "commit being released (default $GIT_COMMIT)")
+	cmd.Flags().DurationVar(&queue, "queue", 0, "if a release of the same service is in flight, wait up to this long for it instead of being refused")
 	cmd.Flags().StringVar(&key, "idempotency-key", "", "a retried command with the same key returns the same release (e.g. the build's tag)")
 	return cmd
 }
