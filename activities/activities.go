@@ -39,6 +39,10 @@ type Options struct {
 	LatencyRatioFloor time.Duration
 	// MaxSamples caps the latencies kept per side of a verification (default 20000).
 	MaxSamples int
+	// Secrets resolves the secret names of services (services[].secrets) to values when
+	// containers are created, on the worker only (DirSecrets reads a directory). nil means
+	// no secrets are configured: a service with secrets fails with SecretMissing.
+	Secrets SecretSource
 }
 
 func (o Options) withDefaults() Options {

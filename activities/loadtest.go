@@ -57,6 +57,9 @@ type LoadTestOptions struct {
 	// Client reaches Temporal for the previous-run lookup (default: the worker's own
 	// client, activity.GetClient).
 	Client client.Client
+	// Secrets resolves the secrets of the replicas the scale-out starts (see
+	// Options.Secrets); nil: a service with secrets cannot be scaled out (SecretMissing).
+	Secrets SecretSource
 }
 
 func (o LoadTestOptions) withDefaults() LoadTestOptions {
@@ -91,7 +94,7 @@ type LoadTestActivities struct {
 // NewLoadTest returns the load-test activities using d to reach cluster engines.
 func NewLoadTest(d engine.Dialer, opts LoadTestOptions) *LoadTestActivities {
 	opts = opts.withDefaults()
-	return &LoadTestActivities{base: New(d, Options{HeartbeatEvery: opts.HeartbeatEvery}), opts: opts}
+	return &LoadTestActivities{base: New(d, Options{HeartbeatEvery: opts.HeartbeatEvery, Secrets: opts.Secrets}), opts: opts}
 }
 
 // RegisterLoadTest registers the load-test activities under their stable names

@@ -27,8 +27,9 @@ func isLoadTestReplica(c engine.Container, runID string) bool {
 // extra replicas of the version in traffic (same image as the serving replicas, the
 // service's container spec from the input) in slots no container of that version uses,
 // labelled role=loadtest and release=RunID, waits until they are healthy and puts them in
-// traffic. Idempotent: replicas a previous attempt started count, and are reused.
-func (a *LoadTestActivities) ScaleOut(ctx context.Context, in workflows.LoadTestScaleInput) (workflows.LoadTestScaleResult, error) {
+// traffic. Idempotent: replicas a previous attempt started count, and are reused. The
+// service's secrets are resolved on the worker the way StartReplicas resolves them.
+func (a *LoadTestActivities) ScaleOut(ctx context.Context, in workflows.LoadTestScaleInput) (_ workflows.LoadTestScaleResult, err error) {
 	t := in.Target
 	out := workflows.LoadTestScaleResult{Cluster: t.Cluster}
 	if in.RunID == "" || in.Service.Name == "" || in.Factor < 1 {
@@ -94,16 +95,15 @@ func (a *LoadTestActivities) ScaleOut(ctx context.Context, in workflows.LoadTest
 
 	svc := in.Service
 	svc.Version = version
-	specs := make([]engine.ContainerSpec, len(slots))
-	for i, slot := range slots {
-		cs, err := ContainerSpec(t, in.RunID, workflows.RoleLoadTest, svc, slot)
-		if err != nil {
-			return out, err
-		}
+	specs, secretValues, err := a.base.containerSpecs(ctx, t, in.RunID, workflows.RoleLoadTest, svc, slots)
+	if err != nil {
+		return out, err
+	}
+	defer func() { err = redact(err, secretValues) }()
+	for i := range specs {
 		if image != "" {
-			cs.Image = image // exactly what serves, even when the spec's repository moved
+			specs[i].Image = image // exactly what serves, even when the spec's repository moved
 		}
-		specs[i] = cs
 	}
 
 	deadline := in.HealthDeadline

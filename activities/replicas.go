@@ -29,7 +29,20 @@ type startProgress struct {
 // until SetTraffic (or StartReplicas with Attach) puts it in. Cluster policy is enforced
 // here, whatever the spec validation said: privileged containers and host mounts are
 // refused unless the cluster allows them.
+//
+// A service with secrets is refused (BadInput): their values are resolved only by the
+// activities that create containers (StartReplicas, the load test's ScaleOut), on the
+// worker, from its SecretSource.
 func ContainerSpec(t workflows.Target, release string, role engine.Role, s spec.Service, slot int) (engine.ContainerSpec, error) {
+	if len(s.Secrets) > 0 {
+		return engine.ContainerSpec{}, badInput("service %s has secrets: its containers are specified by the activities, which resolve them on the worker", s.Name)
+	}
+	return containerSpec(t, release, role, s, slot, nil)
+}
+
+// containerSpec is ContainerSpec with the service's secrets already resolved (environment
+// variable → value), merged into a fresh Env map (the input's map is never changed).
+func containerSpec(t workflows.Target, release string, role engine.Role, s spec.Service, slot int, secrets map[string]string) (engine.ContainerSpec, error) {
 	if s.Name == "" || s.Image == "" || s.Version == "" {
 		return engine.ContainerSpec{}, badInput("service needs a name, an image and a version (got %q, %q, %q)", s.Name, s.Image, s.Version)
 	}
@@ -41,12 +54,28 @@ func ContainerSpec(t workflows.Target, release string, role engine.Role, s spec.
 		return engine.ContainerSpec{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("service %s asks for host mounts, which cluster %s does not allow", s.Name, t.Cluster), workflows.ErrPolicyDenied, nil)
 	}
+	if len(secrets) != len(s.Secrets) {
+		return engine.ContainerSpec{}, badInput("service %s: %d of its %d secrets resolved", s.Name, len(secrets), len(s.Secrets))
+	}
+	var env map[string]string
+	if len(s.Env)+len(secrets) > 0 {
+		env = make(map[string]string, len(s.Env)+len(secrets))
+		for k, v := range s.Env {
+			env[k] = v
+		}
+		for k, v := range secrets {
+			if _, both := env[k]; both {
+				return engine.ContainerSpec{}, badInput("service %s: %s is set in both env and secrets", s.Name, k)
+			}
+			env[k] = v
+		}
+	}
 	cs := engine.ContainerSpec{
 		Key:     engine.Key{Environment: t.Environment, Cluster: t.Cluster, Service: s.Name, Version: s.Version, Slot: slot},
 		Release: release,
 		Role:    role,
 		Image:   s.ImageRef(),
-		Env:     s.Env,
+		Env:     env,
 		Command: s.Command,
 		Port:    s.Port,
 		Network: t.Network(),
@@ -83,18 +112,20 @@ func ContainerSpec(t workflows.Target, release string, role engine.Role, s spec.
 // non-retryable error of type Unhealthy carrying the engine's explanation (last log lines),
 // which the workflow turns into a failed verdict. After a retry, slots the heartbeat says
 // are healthy are not waited for again.
-func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplicasInput) (workflows.StartReplicasResult, error) {
+//
+// The service's secrets are resolved here, on the worker (SecretSource), into the
+// containers' environment only: the result and the heartbeats carry containers and slots,
+// never a container spec, and an error that would quote a value is redacted. A secret the
+// worker does not have is a non-retryable SecretMissing error naming it and the service.
+func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplicasInput) (_ workflows.StartReplicasResult, err error) {
 	if len(in.Slots) == 0 {
 		return workflows.StartReplicasResult{}, badInput("start replicas of %s: no slots", in.Service.Name)
 	}
-	specs := make([]engine.ContainerSpec, len(in.Slots))
-	for i, slot := range in.Slots {
-		cs, err := ContainerSpec(in.Target, in.Release, in.Role, in.Service, slot)
-		if err != nil {
-			return workflows.StartReplicasResult{}, err
-		}
-		specs[i] = cs
+	specs, secretValues, err := a.containerSpecs(ctx, in.Target, in.Release, in.Role, in.Service, in.Slots)
+	if err != nil {
+		return workflows.StartReplicasResult{}, err
 	}
+	defer func() { err = redact(err, secretValues) }()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return workflows.StartReplicasResult{}, err

@@ -47,6 +47,10 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 		MaxHeartbeatThrottleInterval:     time.Second,
 		DefaultHeartbeatThrottleInterval: time.Second,
 	})
+	if opts.LoadTests.Secrets == nil {
+		// The load test's scale-out starts replicas too: with the release's secrets.
+		opts.LoadTests.Secrets = opts.Activities.Secrets
+	}
 	workflows.Register(w)
 	workflows.RegisterLoadTest(w)
 	activities.Register(w, activities.New(d, opts.Activities))

@@ -23,8 +23,8 @@ const (
 	ActivityVerify         = "Verify"
 )
 
-// Application error types raised by activities. Every one except ErrEngineUnavailable and
-// ErrEngineInternal is permanent: retrying cannot help.
+// Application error types raised by activities. Every one except ErrEngineUnavailable,
+// ErrEngineInternal and ErrSecretUnavailable is permanent: retrying cannot help.
 const (
 	ErrImageMissing      = string(engine.KindImageMissing)
 	ErrConflict          = string(engine.KindConflict)
@@ -38,6 +38,12 @@ const (
 	ErrPolicyDenied = "PolicyDenied"
 	// ErrBadInput: the activity input itself is wrong (a workflow bug, never retried).
 	ErrBadInput = "BadInput"
+	// ErrSecretMissing: a secret a service names (services[].secrets) is not on the worker,
+	// or cannot be used as it is (permanent). The message names the secret and the service,
+	// never a value.
+	ErrSecretMissing = "SecretMissing"
+	// ErrSecretUnavailable: the worker's secret source failed in a way a retry may fix.
+	ErrSecretUnavailable = "SecretUnavailable"
 )
 
 // Target is one cluster as an activity sees it: where its engine is and what it allows. It

@@ -11,7 +11,7 @@ import (
 // them non-retryable; listing them in every policy keeps that true even for an error that
 // forgot to.
 var permanentErrors = []string{
-	ErrImageMissing, ErrConflict, ErrInvalid, ErrNotFound, ErrUnhealthy, ErrPolicyDenied, ErrBadInput,
+	ErrImageMissing, ErrConflict, ErrInvalid, ErrNotFound, ErrUnhealthy, ErrPolicyDenied, ErrBadInput, ErrSecretMissing,
 }
 
 // retry is the default retry policy: quick first retries for a blip, then spaced out, and a
