@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -46,15 +47,24 @@ func (f *apiFlags) register(cmd *cobra.Command, defaultAddr string) {
 type workerFlags struct {
 	maxRate     int
 	maxDuration time.Duration
+	secretsDir  string
 }
 
-func (f *workerFlags) register(cmd *cobra.Command) {
+func (f *workerFlags) register(cmd *cobra.Command, defaultSecretsDir string) {
+	cmd.Flags().StringVar(&f.secretsDir, "secrets-dir", defaultSecretsDir, "directory of the secrets that services name under secrets (one file per secret, mode 0600; dev default: <data-dir>/secrets); empty: no secrets")
 	cmd.Flags().IntVar(&f.maxRate, "loadtest-max-rate", activities.DefaultLoadTestMaxRate, "highest rate (requests/s) a load test may ask for")
 	cmd.Flags().DurationVar(&f.maxDuration, "loadtest-max-duration", activities.DefaultLoadTestMaxDuration, "longest a load test may run (warm-up included)")
 }
 
-func (f *workerFlags) options() worker.Options {
-	return worker.Options{LoadTests: activities.LoadTestOptions{MaxRate: f.maxRate, MaxDuration: f.maxDuration}}
+func (f *workerFlags) options(warn io.Writer) worker.Options {
+	o := worker.Options{LoadTests: activities.LoadTestOptions{MaxRate: f.maxRate, MaxDuration: f.maxDuration}}
+	if f.secretsDir != "" {
+		if _, err := os.Stat(f.secretsDir); err != nil {
+			fmt.Fprintf(warn, "note: secrets directory %s: %v (services with secrets: will fail until it exists)\n", f.secretsDir, err)
+		}
+		o.Activities.Secrets = activities.DirSecrets(f.secretsDir)
+	}
+	return o
 }
 
 func init() {
@@ -111,6 +121,12 @@ unfinished ones carry on.`,
 				<-ctx.Done()
 				return nil
 			}
+			if !cmd.Flags().Changed("secrets-dir") {
+				wf.secretsDir = filepath.Join(dataDir, "secrets")
+				if err := os.MkdirAll(wf.secretsDir, 0o700); err != nil {
+					return fmt.Errorf("secrets directory: %w", err)
+				}
+			}
 			tokenHint, err := devToken(dataDir, &api)
 			if err != nil {
 				return err
@@ -140,7 +156,7 @@ unfinished ones carry on.`,
 	dev.Flags().StringVar(&logLevel, "temporal-log-level", "warn", "level of the embedded Temporal server's log (written to <data-dir>/temporal.log)")
 	dev.Flags().BoolVar(&tempOnly, "temporal-only", false, "run only the embedded Temporal server and Web UI (run `slipway worker` and `slipway api` beside it)")
 	api.register(dev, "127.0.0.1:8080")
-	wf.register(dev)
+	wf.register(dev, "")
 	rootCmd.AddCommand(dev)
 
 	var (
@@ -168,7 +184,7 @@ Run as many as you like.`,
 			}
 			d := dockerengine.NewDialer(dockerengine.Options{})
 			defer d.Close()
-			w, err := worker.New(c, d, wwf.options())
+			w, err := worker.New(c, d, wwf.options(cmd.ErrOrStderr()))
 			if err != nil {
 				return err
 			}
@@ -182,7 +198,7 @@ Run as many as you like.`,
 		},
 	}
 	wt.register(workerCmd)
-	wwf.register(workerCmd)
+	wwf.register(workerCmd, activities.DefaultWorkerSecretsDir)
 	rootCmd.AddCommand(workerCmd)
 
 	var (
@@ -220,7 +236,7 @@ func runWorkerAndAPI(ctx context.Context, c client.Client, namespace string, f *
 	var w sdkworker.Worker
 	if wf != nil {
 		var err error
-		if w, err = worker.New(c, d, wf.options()); err != nil {
+		if w, err = worker.New(c, d, wf.options(os.Stderr)); err != nil {
 			return err
 		}
 		if err := w.Start(); err != nil {
