@@ -2,6 +2,8 @@ package activities
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -97,14 +99,8 @@ func groupState(cluster string, cs []engine.Container, want map[string]bool) wor
 	return st
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// sortedKeys returns a map's keys in order (deterministic iteration, workflows included).
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 // CheckImages checks, before anything changes, that every image is in the store of every
 // cluster that needs it (nothing is ever pulled). Missing images are the result, not an

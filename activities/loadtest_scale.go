@@ -2,7 +2,6 @@ package activities
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -121,23 +120,7 @@ func (a *LoadTestActivities) ScaleOut(ctx context.Context, in workflows.LoadTest
 		go func() {
 			defer wg.Done()
 			name := cs.ContainerName()
-			if _, err := e.Ensure(ctx, cs); err != nil {
-				errs[i] = classify("start "+name, err)
-				return
-			}
-			wctx, cancel := context.WithTimeout(ctx, deadline)
-			defer cancel()
-			if _, err := e.WaitHealthy(wctx, name); err != nil {
-				if ctx.Err() != nil {
-					errs[i] = ctx.Err()
-					return
-				}
-				if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
-					errs[i] = temporal.NewNonRetryableApplicationError(
-						fmt.Sprintf("load-test replica %s did not become healthy within %s: %v", name, deadline, err), workflows.ErrUnhealthy, nil)
-					return
-				}
-				errs[i] = classify("wait for "+name+" to be healthy", err)
+			if errs[i] = ensureHealthy(ctx, e, cs, deadline, false); errs[i] != nil {
 				return
 			}
 			mu.Lock()

@@ -151,27 +151,7 @@ func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplic
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			name := cs.ContainerName()
-			if _, err := e.Ensure(ctx, cs); err != nil {
-				errs[i] = classify("start "+name, err)
-				return
-			}
-			if wasHealthy {
-				return
-			}
-			wctx, cancel := context.WithTimeout(ctx, deadline)
-			defer cancel()
-			if _, err := e.WaitHealthy(wctx, name); err != nil {
-				if ctx.Err() != nil {
-					errs[i] = ctx.Err()
-					return
-				}
-				if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
-					errs[i] = temporal.NewNonRetryableApplicationError(
-						fmt.Sprintf("%s did not become healthy within %s: %s", name, deadline, trimLines(err.Error(), 12)), workflows.ErrUnhealthy, nil)
-					return
-				}
-				errs[i] = classify("wait for "+name+" to be healthy", err)
+			if errs[i] = ensureHealthy(ctx, e, cs, deadline, wasHealthy); errs[i] != nil || wasHealthy {
 				return
 			}
 			mu.Lock()
@@ -423,4 +403,31 @@ func trimLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// ensureHealthy ensures one replica (idempotent) and, unless it was already seen healthy,
+// waits up to deadline for it to be healthy. A replica that does not come up is a
+// non-retryable ErrUnhealthy (the new version is bad, a retry would not help); a context
+// that ended is returned as is; anything else is classified.
+func ensureHealthy(ctx context.Context, e engine.Engine, cs engine.ContainerSpec, deadline time.Duration, wasHealthy bool) error {
+	name := cs.ContainerName()
+	if _, err := e.Ensure(ctx, cs); err != nil {
+		return classify("start "+name, err)
+	}
+	if wasHealthy {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	if _, err := e.WaitHealthy(wctx, name); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
+			return temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("%s did not become healthy within %s: %s", name, deadline, trimLines(err.Error(), 12)), workflows.ErrUnhealthy, nil)
+		}
+		return classify("wait for "+name+" to be healthy", err)
+	}
+	return nil
 }

@@ -3,6 +3,8 @@ package workflows
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -752,14 +754,8 @@ func parallel(ctx workflow.Context, limit, n int, fn func(ctx workflow.Context, 
 	return first
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
+// sortedKeys returns a map's keys in order (deterministic iteration, workflows included).
+func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }
 
 func sortedInts[V any](m map[int]V) []int {
 	out := make([]int, 0, len(m))
