@@ -50,9 +50,11 @@ import (
 // Slipway's figures in the same run, with the previous replicas kept running (the default):
 // 6 replicas on one cluster whose engine is that same daemon (the like-for-like figure,
 // "slipway-ms"), and 3 + 3 on two engines in one wave, the shape of BenchmarkRollback
-// ("slipway-2engines-ms"); both from the "verdict failed" event to the last "previous
-// version back in traffic" event, as BenchmarkRollback measures. The ratios are Slipway's
-// like-for-like figure over Docker's.
+// ("slipway-2engines-ms"); and the 6 on the swarm's engine with the previous replicas kept
+// stopped ("slipway-stopped-ms": like Swarm, it must start containers and pass their health
+// check). All from the "verdict failed" event to the last "previous version back in
+// traffic" event, as BenchmarkRollback measures. The ratios are Slipway's like-for-like
+// figure over Docker's.
 //
 // Each part cleans up before the next one runs (phase), so none is measured beside another's
 // containers.
@@ -60,11 +62,15 @@ func BenchmarkRollbackVsSwarm(b *testing.B) {
 	host := testenv.SwarmDaemon(b)
 	for i := 0; i < b.N; i++ {
 		p := newPhase(b)
-		twoEngines := slipwayRollback(newFixture(p, 2), 3)
+		twoEngines := slipwayRollback(newFixture(p, 2), 3, spec.KeepRunning)
 		p.end()
 
 		p = newPhase(b)
-		oneEngine := slipwayRollback(newFixtureOn(p, host), 6)
+		oneEngine := slipwayRollback(newFixtureOn(p, host), 6, spec.KeepRunning)
+		p.end()
+
+		p = newPhase(b)
+		stopped := slipwayRollback(newFixtureOn(p, host), 6, spec.KeepStopped)
 		p.end()
 
 		swarm := map[string]swarmResult{}
@@ -76,6 +82,7 @@ func BenchmarkRollbackVsSwarm(b *testing.B) {
 
 		b.ReportMetric(ms(oneEngine), "slipway-ms")
 		b.ReportMetric(ms(twoEngines), "slipway-2engines-ms")
+		b.ReportMetric(ms(stopped), "slipway-stopped-ms")
 		for _, order := range []string{"start-first", "stop-first"} {
 			r := swarm[order]
 			b.ReportMetric(ms(r.serving), "swarm-"+order+"-ms")
@@ -145,15 +152,15 @@ func newFixtureOn(t testing.TB, endpoint string) *fixture {
 
 // slipwayRollback seeds 1.0.0 with per replicas on each of f's clusters, releases bad-errors
 // with every cluster in wave 1, no canary, one batch per cluster and the previous replicas
-// kept running, and returns the time from the failed verdict to the last "previous version
-// back in traffic" event (BenchmarkRollback's figure for keep_previous: running).
-func slipwayRollback(f *fixture, per int) time.Duration {
+// kept as keep says, and returns the time from the failed verdict to the last "previous
+// version back in traffic" event (BenchmarkRollback's figure).
+func slipwayRollback(f *fixture, per int, keep string) time.Duration {
 	f.t.Helper()
 	f.startWorker()
 	shape := func(s *spec.Service) {
 		s.Replicas, s.Rollout.BatchSize = per, per
 		s.Canary.Skip = true
-		s.Rollback.KeepPrevious = spec.KeepRunning
+		s.Rollback.KeepPrevious = keep
 	}
 	f.seed("1.0.0", shape)
 	bad := f.spec("bad-errors", shape)
