@@ -83,8 +83,8 @@ func (f *fixture) dockerLoop(from, to string, n int) {
 // version again (the last "previous version back in traffic" event), 6 replicas over 2
 // clusters, with the previous replicas kept running (default) and kept stopped; the
 // baseline is the same traffic switch done directly through the engine in a plain loop.
-// (Docker's own `docker service rollback` is not measured: it needs a swarm on the shared
-// engine of this machine.)
+// Docker's own `docker service rollback` of the same service is measured beside it by
+// BenchmarkRollbackVsSwarm (swarm_bench_test.go), on a swarm of its own daemon.
 func BenchmarkRollback(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		for _, keep := range []string{spec.KeepRunning, spec.KeepStopped} {
