@@ -264,6 +264,10 @@ func sqlConfig(opts Options, attrs map[string]enumspb.IndexedValueType) (*config
 				return nil, fmt.Errorf("create schema in %s: %w", opts.DBFile, err)
 			}
 		}
+		// Release histories are the operators' business only.
+		if err := os.Chmod(opts.DBFile, 0o600); err != nil {
+			return nil, fmt.Errorf("restrict %s: %w", opts.DBFile, err)
+		}
 	}
 	ns, err := sqliteschema.NewNamespaceConfig(clusterName, opts.Namespace, false, attrs)
 	if err != nil {

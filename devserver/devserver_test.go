@@ -3,6 +3,7 @@ package devserver_test
 import (
 	"context"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -63,6 +64,9 @@ func TestRestartKeepsWorkflows(t *testing.T) {
 	defer cancel()
 
 	s1 := start(t, devserver.Options{DBFile: db})
+	if fi, err := os.Stat(db); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the SQLite file must be readable by its owner only: %v %v", fi.Mode(), err)
+	}
 	w := startWorker(t, s1.Client(), "restart-test")
 	done, err := s1.Client().ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "finished", TaskQueue: "restart-test"}, "waitForSignal", "staging")
 	if err != nil {
