@@ -16,13 +16,25 @@ if [ "$(id -u)" != 0 ]; then
   echo "ensure-docker: no Docker daemon answers; start it (sudo service docker start) and retry." >&2
   exit 1
 fi
-echo "ensure-docker: starting dockerd" >&2
-if command -v service >/dev/null 2>&1 && [ -x /etc/init.d/docker ]; then
-  service docker start >/dev/null 2>&1 || true
+
+# A daemon that is still starting (or still stopping) holds its pid file: give it time first.
+pidfile=/var/run/docker.pid
+for _ in $(seq 1 30); do
+  if docker info >/dev/null 2>&1; then
+    exit 0
+  fi
+  if [ ! -f "$pidfile" ] || ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+    break
+  fi
+  sleep 1
+done
+# A pid file whose process is gone would stop the new daemon from starting.
+if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+  rm -f "$pidfile"
 fi
-if ! docker info >/dev/null 2>&1; then
-  nohup dockerd >/var/log/slipway-dockerd.log 2>&1 &
-fi
+
+echo "ensure-docker: starting dockerd (log: /var/log/slipway-dockerd.log)" >&2
+nohup dockerd >/var/log/slipway-dockerd.log 2>&1 &
 for _ in $(seq 1 60); do
   if docker info >/dev/null 2>&1; then
     exit 0
