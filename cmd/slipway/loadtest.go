@@ -71,13 +71,11 @@ func newLoadTestRunCmd() *cobra.Command {
 			}
 			in.ID = ltShortID(time.Now())
 			in.TriggeredBy = "cli " + ltUser()
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
-			c, _, err := tf.dial(ctx)
+			ctx, c, done, err := tf.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			id := workflows.LoadTestWorkflowID(env.Environment, in.Test.Name, in.ID)
 			wr, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 				ID: id, TaskQueue: taskQueue, WorkflowRunTimeout: workflows.LoadTestRunTimeout(in),
@@ -126,13 +124,11 @@ func newLoadTestShowCmd() *cobra.Command {
 			if err := out.check(); err != nil {
 				return err
 			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
-			c, _, err := tf.dial(ctx)
+			ctx, c, done, err := tf.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			return followLoadTest(ctx, cmd, c, args[0], "", -1, out.output == "json")
 		},
 	}
@@ -148,13 +144,11 @@ func newLoadTestCancelCmd() *cobra.Command {
 		Short: "Cancel a load-test run (it stops the load and scales back what it scaled out)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
-			c, _, err := tf.dial(ctx)
+			ctx, c, done, err := tf.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			if err := c.CancelWorkflow(ctx, args[0], ""); err != nil {
 				return &exitError{codeError, fmt.Errorf("cancel %s: %w", args[0], err)}
 			}

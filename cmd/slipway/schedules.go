@@ -75,13 +75,11 @@ load-test schedules the spec no longer has. Running it again changes nothing.`,
 			if err != nil {
 				return &exitError{codeError, err}
 			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
-			c, _, err := tf.dial(ctx)
+			ctx, c, done, err := tf.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			rep, err := schedules.SyncWith(ctx, c, env, schedules.Options{TaskQueue: taskQueue, DryRun: dryRun})
 			if out.output == "json" {
 				if perr := printJSON(cmd.OutOrStdout(), rep); perr != nil {
@@ -137,13 +135,11 @@ func newSchedulesListCmd() *cobra.Command {
 			if err := out.check(); err != nil {
 				return err
 			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
-			c, _, err := tf.dial(ctx)
+			ctx, c, done, err := tf.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer done()
 			list, err := schedules.List(ctx, c, env)
 			if err != nil {
 				return &exitError{codeError, err}
@@ -189,18 +185,16 @@ func newSchedulesDeleteCmd() *cobra.Command {
 			if env == "" {
 				return fmt.Errorf("--environment is required")
 			}
-			ctx, cancel := signalContext(cmd)
-			defer cancel()
-			c, _, err := tf.dial(ctx)
+			ctx, c, done, err := tf.connect(cmd)
 			if err != nil {
 				return err
 			}
-			defer c.Close()
-			done, err := schedules.Delete(ctx, c, env, name)
-			for _, id := range done {
+			defer done()
+			deleted, err := schedules.Delete(ctx, c, env, name)
+			for _, id := range deleted {
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", id)
 			}
-			if len(done) == 0 && err == nil {
+			if len(deleted) == 0 && err == nil {
 				fmt.Fprintln(cmd.OutOrStdout(), "nothing to delete")
 			}
 			if err != nil {
