@@ -15,6 +15,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/slipwayhq/slipway/probe"
 )
 
 // Label keys put on every container and network Slipway creates.
@@ -179,6 +181,12 @@ type Engine interface {
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 	Start(ctx context.Context, name string) error
 	Remove(ctx context.Context, name string) error
+	// Probe runs a probe job next to the replicas, on the given network of this engine (or
+	// from the worker with Endpoint.DirectProbes), and calls emit for every result as it
+	// arrives. It returns when the job is done or ctx ends; nothing of it stays behind.
+	Probe(ctx context.Context, network string, job probe.Job, emit func(probe.Result)) error
+	// ProbeSite says where Probe runs (for verdict evidence).
+	ProbeSite(network string) string
 	// Close releases the client.
 	Close() error
 }
@@ -226,6 +234,10 @@ type Endpoint struct {
 	Host                   string
 	TLSCA, TLSCert, TLSKey string
 	TLSVerify              bool
+	// DirectProbes: probes and health checks go from the worker straight to container
+	// addresses (the cluster's `probes: direct`), instead of running in a probe container on
+	// the engine (the default, which needs nothing but the engine's API).
+	DirectProbes bool
 }
 
 // Dialer opens an Engine for an endpoint. The worker holds one, caching one client per

@@ -40,6 +40,12 @@ type Options struct {
 	// SettleTime is how long a container without a health check must keep running before
 	// it counts as healthy, unless its StartPeriod is longer (default 1s).
 	SettleTime time.Duration
+	// Agent is the probe agent binary loaded into engines for engine-side probes (see
+	// ResolveAgent; the zero value resolves $SLIPWAY_PROBE_AGENT or a slipway-probe binary
+	// beside the executable when the first probe runs).
+	Agent Agent
+
+	agentBin *agentImage // shared by every engine of one Dialer
 }
 
 func (o Options) withDefaults() Options {
@@ -54,6 +60,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.SettleTime <= 0 {
 		o.SettleTime = time.Second
+	}
+	if o.agentBin == nil {
+		o.agentBin = &agentImage{}
 	}
 	return o
 }
@@ -75,7 +84,7 @@ var _ engine.Dialer = (*Dialer)(nil)
 // engine share a client.
 type endpointKey struct {
 	host, ca, cert, key string
-	verify              bool
+	verify, direct      bool
 }
 
 // NewDialer returns a Dialer with the given options.
@@ -91,7 +100,7 @@ func (d *Dialer) Dial(_ context.Context, ep engine.Endpoint) (engine.Engine, err
 }
 
 func (d *Dialer) dial(ep engine.Endpoint) (*Engine, error) {
-	k := endpointKey{host: ep.Host, ca: ep.TLSCA, cert: ep.TLSCert, key: ep.TLSKey, verify: ep.TLSVerify}
+	k := endpointKey{host: ep.Host, ca: ep.TLSCA, cert: ep.TLSCert, key: ep.TLSKey, verify: ep.TLSVerify, direct: ep.DirectProbes}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if e, ok := d.engines[k]; ok {
@@ -155,7 +164,8 @@ func New(ep engine.Endpoint, opts Options) (*Engine, error) {
 	if err != nil {
 		return nil, &engine.Error{Kind: engine.KindInvalid, Op: op, Err: err}
 	}
-	return &Engine{cli: cli, opts: opts.withDefaults(), host: displayHost(ep.Host)}, nil
+	opts = opts.withDefaults()
+	return &Engine{cli: cli, opts: opts, host: displayHost(ep.Host), direct: ep.DirectProbes, agent: opts.Agent, agentBin: opts.agentBin}, nil
 }
 
 func displayHost(h string) string {

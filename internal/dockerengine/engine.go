@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,8 +49,15 @@ type Engine struct {
 	opts   Options
 	host   string
 	shared bool // owned by a Dialer: Close does nothing
+	direct bool // probes: direct (run from the worker, not in a probe container)
 
 	netLocks sync.Map // network name -> *sync.Mutex serialising its creation
+
+	agent      Agent       // the probe agent binary (engine-side probes)
+	agentBin   *agentImage // its bytes and hash, shared by the engines of a Dialer
+	probeMu    sync.Mutex  // guards probeImage and lastSweep; held while the image builds
+	probeImage string      // the probe image known to be on this engine
+	lastSweep  time.Time   // last sweep of stale probe containers
 }
 
 var _ engine.Engine = (*Engine)(nil)
@@ -632,6 +640,8 @@ func (e *Engine) List(ctx context.Context, sel engine.Selector) ([]engine.Contai
 		return nil, classify(op, err)
 	}
 
+	// Probe containers carry the environment's labels too; they are not replicas.
+	summaries = slices.DeleteFunc(summaries, func(s container.Summary) bool { return s.Labels[engine.LabelRole] == roleProbe })
 	out := make([]engine.Container, len(summaries))
 	found := make([]bool, len(summaries))
 	errs := make([]error, len(summaries))
@@ -704,7 +714,7 @@ func (e *Engine) toContainer(ctx context.Context, c container.InspectResponse, p
 			out.Address = net.JoinHostPort(ep.IPAddress, port)
 		}
 	}
-	out.Health = e.health(ctx, c, probe)
+	out.Health = e.health(c)
 	return out
 }
 

@@ -264,8 +264,9 @@ func TestWaitHealthy(t *testing.T) {
 		if v := getVersion(t, c.Address); v != "1.0.0" {
 			t.Fatalf("replica reports version %q", v)
 		}
+		// A listing runs no probe: HTTP health is judged by WaitHealthy and verification.
 		list := mustList(t, f.e, engine.Selector{Environment: f.env, Service: "web"})
-		if len(list) != 1 || list[0].Health != engine.HealthHealthy {
+		if len(list) != 1 || list[0].Health != engine.HealthUnknown || !list[0].Running() {
 			t.Fatalf("list: %+v", list)
 		}
 	})
@@ -319,19 +320,46 @@ func TestWaitHealthy(t *testing.T) {
 			mustEnsure(t, f.e, s)
 			// Healthy at first...
 			mustHealthy(t, f.e, s.ContainerName())
-			// ...unhealthy once the knob's 3 s have passed.
-			_, err := waitUnhealthy(t, f.e, s.ContainerName())
+			var err error
+			if h.UseImage {
+				// ...unhealthy once the knob's 3 s have passed: Docker's check says so.
+				_, err = waitUnhealthy(t, f.e, s.ContainerName())
+			} else {
+				// ...and once sick, an HTTP-checked replica no longer becomes healthy: the
+				// wait ends at its deadline, naming the last answer.
+				time.Sleep(3500 * time.Millisecond)
+				_, err = f.e.WaitHealthy(ctxT(t, 2*time.Second), s.ContainerName())
+			}
 			wantKind(t, err, engine.KindUnhealthy)
 			if !strings.Contains(err.Error(), "503") && !strings.Contains(err.Error(), "health check failed") {
 				t.Fatalf("health %+v: %v", h, err)
 			}
+			want := engine.HealthUnhealthy
+			if !h.UseImage {
+				want = engine.HealthUnknown
+			}
 			list := mustList(t, f.e, engine.Selector{Environment: f.env, Service: "sick"})
-			if len(list) != 1 || list[0].Health != engine.HealthUnhealthy {
+			if len(list) != 1 || list[0].Health != want {
 				t.Fatalf("health %+v: list says %+v", h, list)
 			}
 			if err := f.e.Remove(ctxT(t, time.Minute), s.ContainerName()); err != nil {
 				t.Fatal(err)
 			}
+		}
+	})
+
+	t.Run("slow starter is not failed before its deadline", func(t *testing.T) {
+		t.Parallel()
+		// /healthz answers 404 until... never: but failures before the first success
+		// must not count, however many retries the check allows.
+		s := f.spec("a", "slowstart", "1.0.0", 0)
+		s.Health = engine.HealthCheck{HTTPPath: "/not-yet", Interval: 100 * time.Millisecond, Retries: 1}
+		mustEnsure(t, f.e, s)
+		start := time.Now()
+		_, err := f.e.WaitHealthy(ctxT(t, 3*time.Second), s.ContainerName())
+		wantKind(t, err, engine.KindUnhealthy)
+		if waited := time.Since(start); waited < 2500*time.Millisecond || !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("failed after %s with %v; want the 3 s deadline, not the retries", waited, err)
 		}
 	})
 

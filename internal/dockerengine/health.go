@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/pkg/stdcopy"
 
 	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/probe"
 )
 
 // Defaults for HTTP health checks whose spec leaves a field zero (Docker's defaults but a
@@ -68,10 +69,10 @@ func healthFromLabels(labels map[string]string) healthSpec {
 	return h
 }
 
-// health reports a container's health now. Docker's status for image checks; for HTTP
-// checks one probe when probe is set (a failure inside the start period, or before the
-// retries could have run, is "starting"); "running" for containers without a check.
-func (e *Engine) health(ctx context.Context, c container.InspectResponse, probe bool) engine.Health {
+// health reports a container's health now: Docker's status for image checks, unknown for
+// HTTP checks (probed only by WaitHealthy and verification), healthy for a running
+// container without a check.
+func (e *Engine) health(c container.InspectResponse) engine.Health {
 	if c.State == nil || c.Config == nil || !c.State.Running {
 		if c.State != nil && c.State.Health != nil && c.State.Health.Status == container.Unhealthy {
 			return engine.HealthUnhealthy
@@ -81,22 +82,9 @@ func (e *Engine) health(ctx context.Context, c container.InspectResponse, probe 
 	h := healthFromLabels(c.Config.Labels)
 	switch h.mode {
 	case healthHTTP:
-		if !probe {
-			return engine.HealthUnknown
-		}
-		addr := probeAddress(c, h.port)
-		if addr == "" {
-			return engine.HealthUnknown // not on any network: cannot be reached
-		}
-		if err := httpProbe(ctx, addr, h.path, h.timeout); err == nil {
-			return engine.HealthHealthy
-		}
-		started, err := time.Parse(time.RFC3339Nano, c.State.StartedAt)
-		grace := max(h.startPeriod, time.Duration(h.retries)*h.interval)
-		if err == nil && time.Since(started) < grace {
-			return engine.HealthStarting
-		}
-		return engine.HealthUnhealthy
+		// Judged only while Slipway waits for it (WaitHealthy) or verifies it: a listing
+		// runs no probe container.
+		return engine.HealthUnknown
 	case healthNone:
 		return engine.HealthHealthy // running counts as healthy
 	default:
@@ -114,59 +102,45 @@ func (e *Engine) health(ctx context.Context, c container.InspectResponse, probe 
 	}
 }
 
-// probeAddress is where the worker reaches the container's port: its address on the
-// environment network, else on any network it is on.
-func probeAddress(c container.InspectResponse, port string) string {
+// probeAddress is where a prober on the same network reaches the container's port, and
+// that network: its address on the environment network, else on any network it is on.
+func probeAddress(c container.InspectResponse, port string) (addr, networkName string) {
 	if port == "" || c.NetworkSettings == nil {
-		return ""
+		return "", ""
 	}
 	netName, _ := trafficNetwork(c.Config.Labels)
 	if ep, ok := endpoint(c, netName); ok && ep.IPAddress != "" {
-		return net.JoinHostPort(ep.IPAddress, port)
+		return net.JoinHostPort(ep.IPAddress, port), netName
 	}
-	for _, ep := range c.NetworkSettings.Networks {
-		if ep != nil && ep.IPAddress != "" {
-			return net.JoinHostPort(ep.IPAddress, port)
+	for _, n := range sortedNetworks(c) {
+		if ep := c.NetworkSettings.Networks[n]; ep != nil && ep.IPAddress != "" {
+			return net.JoinHostPort(ep.IPAddress, port), n
 		}
 	}
-	return ""
+	return "", ""
 }
 
-// probeClient makes health probes: no keep-alive (one probe per interval per container),
-// redirects not followed (3xx counts as healthy, like the spec says).
-var probeClient = &http.Client{
-	Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
-	CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	},
-}
-
-// httpProbe GETs http://addr+path; 2xx and 3xx are healthy.
-func httpProbe(ctx context.Context, addr, path string, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+path, nil)
-	if err != nil {
-		return err
+func sortedNetworks(c container.InspectResponse) []string {
+	var out []string
+	for n := range c.NetworkSettings.Networks {
+		out = append(out, n)
 	}
-	resp, err := probeClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode < 200 || resp.StatusCode >= 400 {
-		return fmt.Errorf("GET %s answered %s", path, resp.Status)
-	}
-	return nil
+	sort.Strings(out)
+	return out
 }
 
 // WaitHealthy waits until the container is healthy: Docker says so (image check), an HTTP
 // probe succeeds (HTTP check), or it has kept running for the settle time (no check). It
-// fails with KindUnhealthy when the container is not running or exits, when the check
-// fails (Docker's verdict, or Retries probe failures in a row after the start period), or
-// when ctx ends first; the error says which and carries the container's last log lines.
-// Engine errors keep their own kind (KindNotFound, KindUnavailable...).
+// fails with KindUnhealthy when the container is not running or exits, when Docker's check
+// turns unhealthy, or when ctx ends first; the error says which and carries the
+// container's last log lines. Engine errors keep their own kind (KindNotFound,
+// KindUnavailable...).
+//
+// HTTP checks run next to the container (Engine.Probe: a probe container on its network,
+// or from the worker with probes: direct), every health interval. They are fair to slow
+// starters: a failed probe before the first success only means "not yet", so a replica
+// fails for its health only when ctx's deadline (the spec's health deadline) passes; the
+// first success makes it healthy. (After that, verification counts consecutive failures.)
 func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container, error) {
 	op := "wait healthy " + name
 	c, err := e.inspect(ctx, op, name)
@@ -179,13 +153,43 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 	h := healthFromLabels(c.Config.Labels)
 	startedAt := c.State.StartedAt
 	var runningSince time.Time // first seen running (with this StartedAt)
-	failures := 0
 	var lastProbe error
+	probes := 0
+
+	// HTTP checks: one probe job for the whole wait, started once the container has an
+	// address; its answers arrive on results.
+	results := make(chan probe.Result, 64)
+	probeErr := make(chan error, 1)
+	pctx, stopProbe := context.WithCancel(ctx)
+	defer stopProbe()
+	probing := false
+	startProbe := func(c container.InspectResponse) {
+		addr, netName := probeAddress(c, h.port)
+		if probing || addr == "" {
+			return
+		}
+		probing = true
+		job := probe.Job{
+			Targets:  []string{addr},
+			Requests: []probe.Request{{Path: h.path, Timeout: h.timeout}},
+			Streams:  []probe.Stream{{}},
+			Interval: h.interval,
+			Duration: 10 * time.Minute,
+		}
+		if dl, ok := ctx.Deadline(); ok {
+			job.Duration = max(time.Until(dl), h.interval)
+		}
+		go func() {
+			probeErr <- e.Probe(pctx, netName, job, func(r probe.Result) {
+				select {
+				case results <- r:
+				case <-pctx.Done():
+				}
+			})
+		}()
+	}
 
 	poll := e.opts.PollInterval
-	if h.mode == healthHTTP {
-		poll = h.interval
-	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -193,10 +197,31 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 		case <-ctx.Done():
 			why := fmt.Sprintf("not healthy before the deadline (state %s", c.State.Status)
 			if lastProbe != nil {
-				why += ", last probe: " + lastProbe.Error()
+				why += fmt.Sprintf(", %d probes, last: %v", probes, lastProbe)
+			} else if h.mode == healthHTTP && probes == 0 {
+				why += ", no probe answered"
 			}
 			why += ")"
 			return e.toContainer(ctx, c, false), e.unhealthy(ctx, op, c.ID, fmt.Errorf("%s: %w", why, ctx.Err()))
+		case r := <-results:
+			probes++
+			if ok, why := healthy(r); ok {
+				out := e.toContainer(ctx, c, false)
+				out.Health = engine.HealthHealthy
+				return out, nil
+			} else {
+				lastProbe = errors.New(why)
+			}
+			continue
+		case err := <-probeErr:
+			if ctx.Err() != nil {
+				continue // report the deadline
+			}
+			if err != nil {
+				return engine.Container{}, err
+			}
+			probing = false // the job ended (its duration): start another at the next poll
+			continue
 		case <-timer.C:
 		}
 
@@ -226,31 +251,14 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 		}
 		if st.StartedAt != startedAt || runningSince.IsZero() {
 			// First sight of this run (or it was restarted behind our back).
-			startedAt, runningSince, failures = st.StartedAt, time.Now(), 0
+			startedAt, runningSince = st.StartedAt, time.Now()
 		}
 
 		switch h.mode {
 		case healthHTTP:
-			addr := probeAddress(c, h.port)
-			if addr == "" {
-				lastProbe = errors.New("the container is on no network the worker can reach")
-			} else {
-				lastProbe = httpProbe(ctx, addr, h.path, h.timeout)
-			}
-			if lastProbe == nil {
-				out := e.toContainer(ctx, c, false)
-				out.Health = engine.HealthHealthy
-				return out, nil
-			}
-			if ctx.Err() != nil {
-				continue
-			}
-			if time.Since(runningSince) >= h.startPeriod {
-				failures++
-			}
-			if failures >= h.retries {
-				return e.toContainer(ctx, c, false), e.unhealthy(ctx, op, c.ID,
-					fmt.Errorf("health check failed %d times in a row: %w", failures, lastProbe))
+			startProbe(c)
+			if !probing {
+				lastProbe = errors.New("the container is on no network to probe it on")
 			}
 		case healthNone:
 			settle := max(e.opts.SettleTime, h.startPeriod)
@@ -283,6 +291,17 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 		}
 		timer.Reset(poll)
 	}
+}
+
+// healthy judges one health probe: 2xx and 3xx are healthy.
+func healthy(r probe.Result) (bool, string) {
+	switch {
+	case r.Err != "":
+		return false, "probe " + r.Err
+	case r.Status < 200 || r.Status >= 400:
+		return false, fmt.Sprintf("answered %d", r.Status)
+	}
+	return true, ""
 }
 
 // unhealthy builds the KindUnhealthy error with the container's last log lines.

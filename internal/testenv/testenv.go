@@ -136,6 +136,7 @@ var (
 func DemoImages(t testing.TB) {
 	t.Helper()
 	RequireDocker(t)
+	ProbeAgent(t)
 	imagesOnce.Do(func() {
 		root, err := repoRoot()
 		if err != nil {
