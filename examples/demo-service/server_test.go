@@ -22,40 +22,91 @@ func TestLoadConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Port != "8080" || c.Version != "dev" || c.CrashAtStart || c.IgnoreSIGTERM || c.FailHealthAfter != 0 || c.ErrorRate != 0 || c.Latency != 0 {
+	if c != (config{Port: "8080", Version: "dev"}) {
 		t.Fatalf("defaults: %+v", c)
+	}
+	if c.listenPort() != "8080" || c.String() != "no misbehaviour" {
+		t.Fatalf("defaults: listen port %s, %q", c.listenPort(), c)
 	}
 
 	c, err = loadConfig(env(map[string]string{
 		"PORT": "9090", "DEMO_VERSION": "1.1.0", "DEMO_CRASH_AT_START": "1", "DEMO_IGNORE_SIGTERM": "true",
 		"DEMO_FAIL_HEALTH_AFTER": "3s", "DEMO_ERROR_RATE": "0.5", "DEMO_LATENCY": "300ms",
+		"DEMO_LISTEN_PORT": "8081", "DEMO_CRASH_AFTER": "20s", "DEMO_START_DELAY": "12s",
+		"DEMO_ERROR_SPREAD": "even", "DEMO_ERRORS_BUT_HEALTH": "1", "DEMO_TAIL_RATE": "0.08",
+		"DEMO_TAIL_LATENCY": "800ms", "DEMO_LEAK_PER_SECOND": "64Mi", "DEMO_LEAK_MAX": "1GiB",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := config{Port: "9090", Version: "1.1.0", CrashAtStart: true, IgnoreSIGTERM: true,
-		FailHealthAfter: 3 * time.Second, ErrorRate: 0.5, Latency: 300 * time.Millisecond}
+	want := config{Port: "9090", ListenPort: "8081", Version: "1.1.0", CrashAtStart: true, CrashAfter: 20 * time.Second,
+		IgnoreSIGTERM: true, FailHealthAfter: 3 * time.Second, StartDelay: 12 * time.Second,
+		ErrorRate: 0.5, ErrorEven: true, ErrorsButHealth: true, Latency: 300 * time.Millisecond,
+		TailRate: 0.08, TailLatency: 800 * time.Millisecond, LeakPerSecond: 64 << 20, LeakMax: 1 << 30}
 	if c != want {
 		t.Fatalf("got %+v, want %+v", c, want)
+	}
+	if c.listenPort() != "8081" {
+		t.Fatalf("listen port %s, want DEMO_LISTEN_PORT's 8081", c.listenPort())
+	}
+	for _, part := range []string{"listen_port=8081 (PORT=9090)", "crash_after=20s", "start_delay=12s",
+		"error_rate=0.5 (even)", "errors_but_health=true", "tail_rate=0.08 tail_latency=800ms",
+		"leak_per_second=64Mi", "leak_max=1Gi", "ignore_sigterm=true"} {
+		if !strings.Contains(c.String(), part) {
+			t.Errorf("String() %q lacks %q", c, part)
+		}
+	}
+
+	for in, want := range map[string]int64{"0": 0, "4096": 4096, "512B": 512, "64Ki": 64 << 10, "64Mi": 64 << 20,
+		"512MiB": 512 << 20, "2Gi": 2 << 30, "64Gi": 64 << 30} {
+		c, err := loadConfig(env(map[string]string{"DEMO_LEAK_PER_SECOND": in}))
+		if err != nil || c.LeakPerSecond != want {
+			t.Errorf("DEMO_LEAK_PER_SECOND=%s: %d, %v; want %d", in, c.LeakPerSecond, err, want)
+		}
+	}
+	if c, err := loadConfig(env(map[string]string{"DEMO_ERROR_RATE": "0.05", "DEMO_ERROR_SPREAD": "random"})); err != nil || c.ErrorEven || c.ErrorRate != 0.05 {
+		t.Errorf("DEMO_ERROR_SPREAD=random: %+v, %v", c, err)
 	}
 }
 
 func TestLoadConfigRejectsBadValues(t *testing.T) {
-	for name, value := range map[string]string{
-		"PORT":                   "http",
-		"DEMO_CRASH_AT_START":    "yes please",
-		"DEMO_IGNORE_SIGTERM":    "maybe",
-		"DEMO_FAIL_HEALTH_AFTER": "3 seconds",
-		"DEMO_LATENCY":           "-1s",
-		"DEMO_ERROR_RATE":        "1.5",
+	for _, tc := range []struct {
+		env  map[string]string
+		name string // the variable the error must name
+	}{
+		{map[string]string{"PORT": "http"}, "PORT"},
+		{map[string]string{"DEMO_LISTEN_PORT": "0"}, "DEMO_LISTEN_PORT"},
+		{map[string]string{"DEMO_LISTEN_PORT": "70000"}, "DEMO_LISTEN_PORT"},
+		{map[string]string{"DEMO_CRASH_AT_START": "yes please"}, "DEMO_CRASH_AT_START"},
+		{map[string]string{"DEMO_IGNORE_SIGTERM": "maybe"}, "DEMO_IGNORE_SIGTERM"},
+		{map[string]string{"DEMO_ERRORS_BUT_HEALTH": "all"}, "DEMO_ERRORS_BUT_HEALTH"},
+		{map[string]string{"DEMO_FAIL_HEALTH_AFTER": "3 seconds"}, "DEMO_FAIL_HEALTH_AFTER"},
+		{map[string]string{"DEMO_CRASH_AFTER": "20"}, "DEMO_CRASH_AFTER"},
+		{map[string]string{"DEMO_START_DELAY": "-12s"}, "DEMO_START_DELAY"},
+		{map[string]string{"DEMO_LATENCY": "-1s"}, "DEMO_LATENCY"},
+		{map[string]string{"DEMO_ERROR_RATE": "1.5"}, "DEMO_ERROR_RATE"},
+		{map[string]string{"DEMO_ERROR_RATE": "5%"}, "DEMO_ERROR_RATE"},
+		{map[string]string{"DEMO_ERROR_RATE": "NaN"}, "DEMO_ERROR_RATE"},
+		{map[string]string{"DEMO_ERROR_RATE": "0.5", "DEMO_ERROR_SPREAD": "round-robin"}, "DEMO_ERROR_SPREAD"},
+		{map[string]string{"DEMO_ERROR_SPREAD": "even"}, "DEMO_ERROR_RATE"},
+		{map[string]string{"DEMO_TAIL_RATE": "-0.1", "DEMO_TAIL_LATENCY": "800ms"}, "DEMO_TAIL_RATE"},
+		{map[string]string{"DEMO_TAIL_RATE": "0.08", "DEMO_TAIL_LATENCY": "800"}, "DEMO_TAIL_LATENCY"},
+		{map[string]string{"DEMO_TAIL_RATE": "0.08"}, "DEMO_TAIL_LATENCY"},
+		{map[string]string{"DEMO_TAIL_LATENCY": "800ms"}, "DEMO_TAIL_RATE"},
+		{map[string]string{"DEMO_LEAK_PER_SECOND": "64MB"}, "DEMO_LEAK_PER_SECOND"},
+		{map[string]string{"DEMO_LEAK_PER_SECOND": "1.5Gi"}, "DEMO_LEAK_PER_SECOND"},
+		{map[string]string{"DEMO_LEAK_PER_SECOND": "65Gi"}, "DEMO_LEAK_PER_SECOND"},
+		{map[string]string{"DEMO_LEAK_PER_SECOND": "99999999999999999999"}, "DEMO_LEAK_PER_SECOND"},
+		{map[string]string{"DEMO_LEAK_PER_SECOND": "64Mi", "DEMO_LEAK_MAX": "lots"}, "DEMO_LEAK_MAX"},
+		{map[string]string{"DEMO_LEAK_MAX": "512Mi"}, "DEMO_LEAK_PER_SECOND"},
 	} {
-		_, err := loadConfig(env(map[string]string{name: value}))
+		_, err := loadConfig(env(tc.env))
 		if err == nil {
-			t.Errorf("%s=%q: no error", name, value)
+			t.Errorf("%v: no error", tc.env)
 			continue
 		}
-		if !strings.Contains(err.Error(), name) {
-			t.Errorf("%s=%q: error %q does not name the variable", name, value, err)
+		if !strings.Contains(err.Error(), tc.name) {
+			t.Errorf("%v: error %q does not name %s", tc.env, err, tc.name)
 		}
 	}
 }
@@ -121,7 +172,7 @@ func TestHealthzFailsAfterConfiguredTime(t *testing.T) {
 	}
 }
 
-func TestErrorRateIsDeterministic(t *testing.T) {
+func TestErrorRateEvenSpreadIsDeterministic(t *testing.T) {
 	for _, tc := range []struct {
 		rate float64
 		want string // one letter per request: o = 200, x = 500
@@ -131,7 +182,8 @@ func TestErrorRateIsDeterministic(t *testing.T) {
 		{0.25, "oooxooox"},
 		{1, "xxxxxxxx"},
 	} {
-		s := newServer(config{Version: "1.0.0", ErrorRate: tc.rate}, "h", time.Now)
+		s := newServer(config{Version: "1.0.0", ErrorRate: tc.rate, ErrorEven: true}, "h", time.Now)
+		s.random = func() float64 { t.Fatal("DEMO_ERROR_SPREAD=even drew a random number"); return 0 }
 		var got strings.Builder
 		for range len(tc.want) {
 			rec := get(t, s, "/")
@@ -153,7 +205,7 @@ func TestErrorRateIsDeterministic(t *testing.T) {
 		}
 	}
 	// Health checks do not count as requests and never fail because of the error rate.
-	s := newServer(config{ErrorRate: 1}, "h", time.Now)
+	s := newServer(config{ErrorRate: 1, ErrorEven: true}, "h", time.Now)
 	for range 3 {
 		if rec := get(t, s, "/healthz"); rec.Code != http.StatusOK {
 			t.Fatalf("healthz with error rate 1: %d", rec.Code)

@@ -33,8 +33,14 @@ import (
 // DemoRepository is the image repository of the demo service.
 const DemoRepository = "slipway/demo"
 
-// DemoTags are the tags examples/demo-service/build-images.sh builds.
-var DemoTags = []string{"1.0.0", "1.1.0", "2.0.0", "bad-crash", "bad-health", "bad-errors", "bad-latency"}
+// DemoTags are the tags examples/demo-service/build-images.sh builds (its header says what
+// each does): good versions 1.0.0 1.1.0 2.0.0; noisy-1.0.0 and noisy-1.1.0 (good, 0.5%
+// random 500s); slow-start (503 for 12 s) and slow-stop (ignores SIGTERM); and the bad ones.
+var DemoTags = []string{
+	"1.0.0", "1.1.0", "2.0.0", "noisy-1.0.0", "noisy-1.1.0", "slow-start", "slow-stop",
+	"bad-crash", "bad-crash-later", "bad-health", "bad-errors", "bad-intermittent", "bad-routes",
+	"bad-latency", "bad-tail", "bad-oom", "bad-port",
+}
 
 // DemoImage returns the full reference of a demo tag: DemoImage("1.0.0") is
 // "slipway/demo:1.0.0".
