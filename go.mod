@@ -3,6 +3,7 @@ module github.com/slipwayhq/slipway
 go 1.26.8
 
 require (
+	github.com/aclements/go-moremath v0.0.0-20210112150236-f10218a38794
 	github.com/docker/docker v28.5.2+incompatible
 	github.com/temporalio/ui-server/v2 v2.55.0
 	go.temporal.io/sdk v1.50.0
