@@ -11,8 +11,11 @@ export CGO_ENABLED ?= 0
 
 .PHONY: build dev dev-clean images test bench lint clean compose-up compose-down
 
+## build: bin/slipway and, beside it, bin/slipway-probe: the small prober the worker loads into
+## each engine to probe replicas next to them (found beside the slipway binary).
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/slipway
+	$(GO) build -trimpath -ldflags '-s -w' -o bin/slipway-probe ./cmd/slipway-probe
 
 ## dev: embedded Temporal + Web UI + worker + API in one process, on the local Docker engine.
 dev: build images
@@ -23,6 +26,7 @@ dev: build images
 dev-clean:
 	-docker ps -aq --filter label=io.slipway.environment=local | xargs -r docker rm -f
 	-docker network ls -q --filter label=io.slipway.environment=local | xargs -r docker network rm
+	-docker ps -aq --filter label=io.slipway.role=probe | xargs -r docker rm -f
 
 ## images: the demo service at several versions, built offline (FROM scratch).
 images:

@@ -31,7 +31,8 @@ type Options struct {
 	// throttles heartbeats to the heartbeat timeout).
 	HeartbeatEvery time.Duration
 	// DialTimeout bounds the TCP connect of one verification probe (default 1s): a replica
-	// that cannot be reached in that time counts as unreachable, not as slow.
+	// that cannot be reached in that time counts as unreachable, not as slow. (A refused
+	// connection is a failure: nothing listens where the spec says.)
 	DialTimeout time.Duration
 	// LatencyRatioFloor: the p95 ratio against stable only fails a verification when the new
 	// p95 is also at least this much above the stable p95 (default 25ms), so sub-millisecond
@@ -65,13 +66,12 @@ func (o Options) withDefaults() Options {
 type Activities struct {
 	dialer engine.Dialer
 	opts   Options
-	probe  *prober
 }
 
 // New returns the activities using d to reach cluster engines.
 func New(d engine.Dialer, opts Options) *Activities {
 	opts = opts.withDefaults()
-	return &Activities{dialer: d, opts: opts, probe: newProber(opts.DialTimeout)}
+	return &Activities{dialer: d, opts: opts}
 }
 
 // Register registers every activity under its explicit, stable name (workflows.Activity*).

@@ -355,14 +355,32 @@ func TestVerify(t *testing.T) {
 		require.Equal(t, workflows.VerdictFailed, v.Result, v.Reason)
 		require.Contains(t, v.Reason, "health check")
 	})
-	t.Run("inconclusive when a replica cannot be reached", func(t *testing.T) {
-		// a replica whose port has nothing listening: it runs, but no probe can reach it
+	t.Run("failed when nothing listens where the spec says", func(t *testing.T) {
+		// a replica whose port has nothing listening: it runs, but every probe is refused
+		// (a version listening on another port): a failure, not "could not measure"
 		deaf, err := f.start(demo("1.1.0", func(s *spec.Service) {
 			s.Name, s.Port, s.Health = "deaf", 9999, nil
 		}), engine.RoleCanary, 0)
 		require.NoError(t, err)
 		val, err := f.activityEnv().ExecuteActivity(workflows.ActivityVerify, workflows.VerifyInput{
 			Target: f.target, Service: "deaf", Stage: "canary", New: names(deaf), Verification: shortVerification(),
+		})
+		require.NoError(t, err)
+		var v workflows.Verdict
+		require.NoError(t, val.Get(&v))
+		require.Equal(t, workflows.VerdictFailed, v.Result, v.Reason)
+		require.Zero(t, v.Evidence.Unreachable)
+		require.Equal(t, v.Evidence.Samples, v.Evidence.Errors, "every probe refused")
+	})
+	t.Run("inconclusive when a replica cannot be reached", func(t *testing.T) {
+		// a replica off the environment network has no address: nothing can be measured
+		off, err := f.start(demo("1.1.0", func(s *spec.Service) { s.Name = "off" }), engine.RoleCanary, 0)
+		require.NoError(t, err)
+		e, err := dockerengine.NewDialer(dockerengine.Options{}).Dial(context.Background(), f.target.EngineEndpoint())
+		require.NoError(t, err)
+		require.NoError(t, e.Detach(context.Background(), names(off)[0], f.target.Network()))
+		val, err := f.activityEnv().ExecuteActivity(workflows.ActivityVerify, workflows.VerifyInput{
+			Target: f.target, Service: "off", Stage: "canary", New: names(off), Verification: shortVerification(),
 		})
 		require.NoError(t, err)
 		var v workflows.Verdict

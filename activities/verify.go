@@ -2,18 +2,14 @@ package activities
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math"
-	"net"
-	"net/http"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/probe"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
 )
@@ -21,82 +17,40 @@ import (
 // listEvery is how often Verify looks at the replicas' state (running, health) and addresses.
 const listEvery = 500 * time.Millisecond
 
-// prober sends verification probes from the worker to replica addresses.
-type prober struct {
-	client *http.Client
-}
-
-func newProber(dialTimeout time.Duration) *prober {
-	tr := &http.Transport{
-		Proxy:               nil, // probes go straight to container addresses, never through a proxy
-		DialContext:         (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 8,
-		IdleConnTimeout:     30 * time.Second,
-		DisableCompression:  true,
-	}
-	// No client-wide timeout: every probe carries its own (spec probe timeout) in its context.
-	return &prober{client: &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error {
-		return http.ErrUseLastResponse
-	}}}
-}
-
-// outcome of one probe.
+// outcome of one probe, as the verification counts it.
 type outcome struct {
-	unreachable bool
+	unreachable bool // the probe could not be taken (lost): judged by nobody
 	failed      bool
 	status      int
 	latency     time.Duration
 }
 
-// do sends one probe to addr (host:port). A connection that cannot be opened is
-// unreachable (the measurement could not be taken); a wrong status, a broken response or a
-// response slower than the probe timeout is a failed sample.
-func (p *prober) do(ctx context.Context, addr string, pr spec.Probe) outcome {
-	if addr == "" {
+// outcomeOf judges one probe result against its request: a refused connection, a timeout, a
+// broken answer or a status other than the expected one (any 2xx/3xx when none is set) is
+// a failure; a probe that could not be taken (no address, no route) is unreachable.
+func outcomeOf(r probe.Result, pr spec.Probe) outcome {
+	if r.Lost() {
 		return outcome{unreachable: true}
 	}
-	timeout := pr.Timeout.D()
+	o := outcome{status: r.Status, latency: r.Latency}
+	switch {
+	case r.Err != "":
+		o.failed = true
+	case pr.ExpectStatus != 0:
+		o.failed = r.Status != pr.ExpectStatus
+	default:
+		o.failed = r.Status < 200 || r.Status >= 400
+	}
+	return o
+}
+
+// probeRequest is the prober's form of a spec probe.
+func probeRequest(p spec.Probe) probe.Request {
+	timeout := p.Timeout.D()
 	if timeout <= 0 {
 		timeout = spec.DefaultProbeTimeout
 	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	method := pr.Method
-	if method == "" {
-		method = http.MethodGet
-	}
-	path := pr.Path
-	if !strings.HasPrefix(path, "/") {
-		path = "/" + path
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, nil)
-	if err != nil {
-		return outcome{failed: true}
-	}
-	for k, v := range pr.Headers {
-		req.Header.Set(k, v)
-	}
-	start := time.Now()
-	resp, err := p.client.Do(req)
-	if err != nil {
-		var op *net.OpError
-		if errors.As(err, &op) && op.Op == "dial" {
-			return outcome{unreachable: true}
-		}
-		return outcome{failed: true, latency: time.Since(start)}
-	}
-	_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
-	_ = resp.Body.Close()
-	o := outcome{status: resp.StatusCode, latency: time.Since(start)}
-	switch {
-	case rerr != nil:
-		o.failed = true
-	case pr.ExpectStatus != 0:
-		o.failed = resp.StatusCode != pr.ExpectStatus
-	default:
-		o.failed = resp.StatusCode < 200 || resp.StatusCode >= 400
-	}
-	return o
+	return probe.Request{Method: p.Method, Path: p.Path, Headers: p.Headers, Timeout: timeout}
 }
 
 // histogram counts latencies in logarithmic buckets (5% wide from 100µs): compact enough
@@ -186,16 +140,20 @@ type verifyProgress struct {
 	Elapsed     time.Duration  `json:"elapsed"`
 	HealthFails map[string]int `json:"health_fails,omitempty"`
 	Fatal       string         `json:"fatal,omitempty"`
+	ProbedFrom  string         `json:"probed_from,omitempty"`
 }
 
 // Verify probes the new replicas and the baseline (stable) replicas with the same requests
 // at the same moments, every Interval for Duration, and returns a verdict with its
-// evidence. The verdict is never "passed" on missing data: fewer samples than MinSamples, or
-// probes that could not run, make it inconclusive. It fails on an error rate above
-// MaxErrorRate, a p95 above MaxP95Latency, a p95 above MaxLatencyRatio × the baseline p95
-// (and at least Options.LatencyRatioFloor above it), or a new replica that stops running
-// or fails its health check during the verification. An error means the verification
-// itself could not run (engine unreachable), not that the version is bad.
+// evidence. The probes run next to the replicas, on their own engine (Engine.Probe: a probe
+// container on the environment network), or from the worker for a cluster with probes:
+// direct; the evidence says which. The verdict is never "passed" on missing data: fewer
+// samples than MinSamples, or probes that could not be taken, make it inconclusive. It
+// fails on an error rate above MaxErrorRate, a p95 above MaxP95Latency, a p95 above
+// MaxLatencyRatio × the baseline p95 (and at least Options.LatencyRatioFloor above it), or
+// a new replica that stops running or fails its health check during the verification. An
+// error means the verification itself could not run (the engine or its prober did not
+// answer: a retryable error naming the cluster and the engine), never a pass.
 func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (workflows.Verdict, error) {
 	v := in.Verification
 	if v.Interval <= 0 || v.Duration <= 0 {
@@ -208,6 +166,7 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	if err != nil {
 		return workflows.Verdict{}, err
 	}
+	where := fmt.Sprintf("on cluster %s (engine %s)", in.Target.Cluster, in.Target.EngineEndpoint().Display())
 	var prog verifyProgress
 	resume(ctx, &prog)
 	if prog.HealthFails == nil {
@@ -220,119 +179,170 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	if retries <= 0 {
 		retries = spec.DefaultHealthRetries
 	}
-	start := time.Now().Add(-prog.Elapsed)
-	ticker := time.NewTicker(v.Interval.D())
-	defer ticker.Stop()
-	// Probes are fired on a fixed schedule and not awaited before the next tick: a slow
-	// version gets as many samples as a fast one (it must not slip under min_samples and
-	// turn a clear failure into an inconclusive verdict).
+	sel := engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster, Service: in.Service}
+	live, err := e.List(ctx, sel)
+	if err != nil {
+		if ctx.Err() != nil {
+			return workflows.Verdict{}, ctx.Err()
+		}
+		return workflows.Verdict{}, classify("list "+in.Service+" "+where, err)
+	}
+	byName := map[string]engine.Container{}
+	for _, c := range live {
+		byName[c.Name] = c
+	}
+
+	// The job: every request to every new and every baseline replica, plus the health path
+	// on the new ones, all fired together every Interval (so both sides of the comparison
+	// see the same moments).
+	type streamOf struct {
+		side   *side
+		name   string // the replica
+		req    int    // index into v.Requests; -1: the health check
+		health bool
+	}
 	var (
-		mu       sync.Mutex // guards prog while probes are in flight
-		inflight sync.WaitGroup
-		byName   map[string]engine.Container
-		listedAt time.Time
+		job     = probe.Job{Interval: v.Interval.D(), Duration: v.Duration.D() - prog.Elapsed, DialTimeout: a.opts.DialTimeout}
+		streams []streamOf
+		targets = map[string]int{}
 	)
-	defer inflight.Wait()
+	target := func(name string, needRunning bool) int {
+		if i, ok := targets[name]; ok {
+			return i
+		}
+		addr := ""
+		if c, ok := byName[name]; ok && (!needRunning || c.Running()) {
+			addr = c.Address
+		}
+		targets[name] = len(job.Targets)
+		job.Targets = append(job.Targets, addr)
+		return targets[name]
+	}
+	for i, p := range v.Requests {
+		job.Requests = append(job.Requests, probeRequest(p))
+		for _, n := range in.New {
+			job.Streams = append(job.Streams, probe.Stream{Target: target(n, false), Request: i})
+			streams = append(streams, streamOf{side: &prog.New, name: n, req: i})
+		}
+		for _, n := range in.Baseline {
+			job.Streams = append(job.Streams, probe.Stream{Target: target(n, true), Request: i})
+			streams = append(streams, streamOf{side: &prog.Base, name: n, req: i})
+		}
+	}
+	if in.HealthPath != "" {
+		job.Requests = append(job.Requests, probe.Request{Path: in.HealthPath, Timeout: spec.DefaultHealthTimeout})
+		for _, n := range in.New {
+			job.Streams = append(job.Streams, probe.Stream{Target: target(n, false), Request: len(job.Requests) - 1})
+			streams = append(streams, streamOf{name: n, req: -1, health: true})
+		}
+	}
+	start := time.Now().Add(-prog.Elapsed)
+	network := in.Target.Network()
+	prog.ProbedFrom = e.ProbeSite(network)
+
+	var mu sync.Mutex // guards prog while results arrive
 	fatal := func() string {
 		mu.Lock()
 		defer mu.Unlock()
 		return prog.Fatal
 	}
-	for fatal() == "" && time.Since(start) < v.Duration.D() {
-		if byName == nil || time.Since(listedAt) >= listEvery {
-			live, err := e.List(ctx, engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster, Service: in.Service})
-			if err != nil {
-				if ctx.Err() != nil {
-					return workflows.Verdict{}, ctx.Err()
+	pctx, stopProbes := context.WithCancel(ctx)
+	defer stopProbes()
+	probeDone := make(chan error, 1)
+	if job.Duration <= 0 {
+		// A previous attempt measured the whole window (its heartbeat says so): judge that.
+		probeDone <- nil
+	} else {
+		go func() {
+			probeDone <- e.Probe(pctx, network, job, func(r probe.Result) {
+				st := streams[r.S]
+				mu.Lock()
+				defer mu.Unlock()
+				if !st.health {
+					st.side.record(outcomeOf(r, v.Requests[st.req]))
+					return
 				}
-				return workflows.Verdict{}, classify("list "+in.Service+" on cluster "+in.Target.Cluster, err)
-			}
-			listedAt = time.Now()
-			byName = map[string]engine.Container{}
-			for _, c := range live {
-				byName[c.Name] = c
-			}
-			mu.Lock()
-			for _, n := range in.New {
-				c, ok := byName[n]
+				o := outcomeOf(r, spec.Probe{})
 				switch {
-				case prog.Fatal != "":
-				case !ok:
-					prog.Fatal = fmt.Sprintf("new replica %s is gone", n)
-				case !c.Running():
-					prog.Fatal = fmt.Sprintf("new replica %s is %s", n, c.State)
-				case c.Health == engine.HealthUnhealthy:
-					prog.Fatal = fmt.Sprintf("new replica %s turned unhealthy (failed its health check)", n)
-				}
-			}
-			mu.Unlock()
-			if fatal() != "" {
-				break
-			}
-		}
-		probe := func(s *side, addr string, p spec.Probe) {
-			defer inflight.Done()
-			o := a.probe.do(ctx, addr, p)
-			mu.Lock()
-			s.record(o)
-			mu.Unlock()
-		}
-		for _, p := range v.Requests {
-			for _, n := range in.New {
-				inflight.Add(1)
-				go probe(&prog.New, byName[n].Address, p)
-			}
-			for _, n := range in.Baseline {
-				addr := ""
-				if c, ok := byName[n]; ok && c.Running() {
-					addr = c.Address
-				}
-				inflight.Add(1)
-				go probe(&prog.Base, addr, p)
-			}
-		}
-		if in.HealthPath != "" {
-			for _, n := range in.New {
-				inflight.Add(1)
-				go func(addr string) {
-					defer inflight.Done()
-					o := a.probe.do(ctx, addr, spec.Probe{Path: in.HealthPath, Method: http.MethodGet})
-					mu.Lock()
-					defer mu.Unlock()
-					// an unreachable replica is judged by the probes (inconclusive), not here
-					if o.unreachable {
-						return
+				case o.unreachable: // judged by the request probes (inconclusive), not here
+				case o.failed:
+					prog.HealthFails[st.name]++
+					if prog.HealthFails[st.name] >= retries && prog.Fatal == "" {
+						prog.Fatal = fmt.Sprintf("new replica %s failed its health check (%s) %d times in a row", st.name, in.HealthPath, prog.HealthFails[st.name])
 					}
-					if o.failed {
-						prog.HealthFails[n]++
-						if prog.HealthFails[n] >= retries && prog.Fatal == "" {
-							prog.Fatal = fmt.Sprintf("new replica %s failed its health check (%s) %d times in a row", n, in.HealthPath, prog.HealthFails[n])
-						}
-					} else {
-						prog.HealthFails[n] = 0
-					}
-				}(byName[n].Address)
+				default:
+					prog.HealthFails[st.name] = 0
+				}
+			})
+		}()
+	}
+
+	ticker := time.NewTicker(listEvery)
+	defer ticker.Stop()
+	var probeErr error
+	running := true
+	for running && fatal() == "" {
+		select {
+		case <-ctx.Done():
+			<-probeDone
+			return workflows.Verdict{}, ctx.Err()
+		case probeErr = <-probeDone:
+			running = false
+			continue
+		case <-ticker.C:
+		}
+		// The replicas' state: a new replica that is gone, stopped or unhealthy fails.
+		live, err := e.List(ctx, sel)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
 			}
+			stopProbes()
+			<-probeDone
+			return workflows.Verdict{}, classify("list "+in.Service+" "+where, err)
+		}
+		byName := map[string]engine.Container{}
+		for _, c := range live {
+			byName[c.Name] = c
 		}
 		mu.Lock()
+		for _, n := range in.New {
+			c, ok := byName[n]
+			switch {
+			case prog.Fatal != "":
+			case !ok:
+				prog.Fatal = fmt.Sprintf("new replica %s is gone", n)
+			case !c.Running():
+				prog.Fatal = fmt.Sprintf("new replica %s is %s", n, c.State)
+			case c.Health == engine.HealthUnhealthy:
+				prog.Fatal = fmt.Sprintf("new replica %s turned unhealthy (failed its health check)", n)
+			}
+		}
 		prog.Elapsed = time.Since(start)
 		snap := cloneProgress(prog)
 		mu.Unlock()
 		hb.set(ctx, snap)
-		select {
-		case <-ctx.Done():
-			return workflows.Verdict{}, ctx.Err()
-		case <-ticker.C:
-		}
 	}
-	inflight.Wait() // the last probes (bounded by their timeout)
+	if running {
+		stopProbes() // a replica failed: no need to measure on
+		<-probeDone
+	}
 	if ctx.Err() != nil {
 		return workflows.Verdict{}, ctx.Err()
 	}
+	if probeErr != nil && fatal() == "" {
+		// The prober could not run (engine gone, probe image refused...): retry per policy,
+		// never a verdict on what was measured so far.
+		return workflows.Verdict{}, classify("verify "+in.Service+" "+where, probeErr)
+	}
+	mu.Lock()
 	prog.Elapsed = time.Since(start)
-	verdict := judge(v, prog, len(in.New), len(in.Baseline), a.opts.LatencyRatioFloor)
+	final := cloneProgress(prog)
+	mu.Unlock()
+	verdict := judge(v, final, len(in.New), len(in.Baseline), a.opts.LatencyRatioFloor)
 	verdict.Service, verdict.Cluster, verdict.Stage, verdict.At = in.Service, in.Target.Cluster, in.Stage, time.Now().UTC()
-	logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason)
+	verdict.Evidence.ProbedFrom = final.ProbedFrom
+	logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason, "probed_from", final.ProbedFrom)
 	return verdict, nil
 }
 

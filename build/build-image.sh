@@ -21,6 +21,8 @@ bin=$repo/bin/slipway-static
 mkdir -p "$repo/bin"
 echo "build-image: go build (CGO_ENABLED=0, static) -> bin/slipway-static"
 (cd "$repo" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "-s -w -X main.version=$version" -o "$bin" ./cmd/slipway)
+# The prober the worker loads into engines (found beside /slipway in the image).
+(cd "$repo" && CGO_ENABLED=0 "$go" build -trimpath -ldflags "-s -w" -o "$repo/bin/slipway-probe-static" ./cmd/slipway-probe)
 
 # FROM scratch has no libc: the binary must not need one. Go records the cgo setting in the
 # binary; trust that, not a guess.
@@ -44,7 +46,8 @@ fi
 printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'slipway:x:65532:65532:slipway:/tmp:/sbin/nologin' >"$ctx/passwd"
 printf '%s\n' 'root:x:0:' 'slipway:x:65532:' >"$ctx/group"
 ln "$bin" "$ctx/slipway" 2>/dev/null || cp "$bin" "$ctx/slipway"
-stamp=$(cat "$ctx/slipway" "$ctx/Dockerfile" "$ctx/ca-certificates.crt" "$ctx/passwd" "$ctx/group" | sha256sum | cut -c1-64)
+cp "$repo/bin/slipway-probe-static" "$ctx/slipway-probe"
+stamp=$(cat "$ctx/slipway" "$ctx/slipway-probe" "$ctx/Dockerfile" "$ctx/ca-certificates.crt" "$ctx/passwd" "$ctx/group" | sha256sum | cut -c1-64)
 
 have=$($docker image inspect --format '{{ index .Config.Labels "io.slipway.image.binary-sha256" }}' "$image" 2>/dev/null || true)
 if [ "${FORCE:-}" != 1 ] && [ "$have" = "$stamp" ]; then

@@ -172,8 +172,9 @@ type Engine interface {
 	// check). It fails with KindUnhealthy when the container exits, turns unhealthy, or
 	// ctx ends first; the error says which and carries the last log lines.
 	WaitHealthy(ctx context.Context, name string) (Container, error)
-	// Attach puts the container on network under alias (takes traffic); Detach takes it
-	// off (out of traffic, still running). Both are no-ops when already so.
+	// Attach puts the container on network under alias (takes traffic); Detach takes it out
+	// of traffic (it loses the alias but stays on network, running, with its address, so
+	// it can still be probed). Both are no-ops when already so.
 	Attach(ctx context.Context, name, network, alias string) error
 	Detach(ctx context.Context, name, network string) error
 	// Stop stops a container (graceful, then killed after timeout); Start starts a stopped
@@ -238,6 +239,14 @@ type Endpoint struct {
 	// addresses (the cluster's `probes: direct`), instead of running in a probe container on
 	// the engine (the default, which needs nothing but the engine's API).
 	DirectProbes bool
+}
+
+// Display is the endpoint as error messages name it.
+func (ep Endpoint) Display() string {
+	if ep.Host == "" {
+		return "DOCKER_HOST"
+	}
+	return ep.Host
 }
 
 // Dialer opens an Engine for an endpoint. The worker holds one, caching one client per

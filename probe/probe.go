@@ -20,6 +20,7 @@ package probe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -59,6 +60,9 @@ type Job struct {
 	Rounds   int           `json:"rounds,omitempty"`
 	// DialTimeout bounds the TCP connect (default 1s).
 	DialTimeout time.Duration `json:"dial_timeout,omitempty"`
+	// Repeat sends each stream's request this many times per round (default 1): load
+	// generation at rates a round timer could not keep.
+	Repeat int `json:"repeat,omitempty"`
 }
 
 // Error classes of a Result. A replica that refuses, times out or breaks an answer has
@@ -113,10 +117,20 @@ func Run(ctx context.Context, j Job, emit func(Result)) error {
 	if dial <= 0 {
 		dial = time.Second
 	}
+	allowed := map[string]bool{}
+	for _, t := range j.Targets {
+		allowed[t] = true
+	}
+	dialer := &net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
-		Proxy:               nil, // straight to the replicas, never through a proxy
-		DialContext:         (&net.Dialer{Timeout: dial, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConnsPerHost: 64,
+		Proxy: nil, // straight to the replicas, never through a proxy
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if !allowed[addr] {
+				return nil, fmt.Errorf("the prober dials only its targets, not %s", addr)
+			}
+			return dialer.DialContext(ctx, network, addr)
+		},
+		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     30 * time.Second,
 		DisableCompression:  true,
 	}
@@ -139,18 +153,20 @@ func Run(ctx context.Context, j Job, emit func(Result)) error {
 		}
 		at := time.Since(start)
 		for si, s := range j.Streams {
-			inflight.Add(1)
-			go func() {
-				defer inflight.Done()
-				res := do(ctx, client, j.Targets[s.Target], j.Requests[s.Request])
-				res.S, res.R, res.At = si, round, at
-				if ctx.Err() != nil {
-					return // cancelled: not a measurement
-				}
-				emitMu.Lock()
-				defer emitMu.Unlock()
-				emit(res)
-			}()
+			for range max(j.Repeat, 1) {
+				inflight.Add(1)
+				go func() {
+					defer inflight.Done()
+					res := do(ctx, client, j.Targets[s.Target], j.Requests[s.Request])
+					res.S, res.R, res.At = si, round, at
+					if ctx.Err() != nil {
+						return // cancelled: not a measurement
+					}
+					emitMu.Lock()
+					defer emitMu.Unlock()
+					emit(res)
+				}()
+			}
 		}
 		select {
 		case <-ctx.Done():

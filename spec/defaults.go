@@ -52,6 +52,7 @@ func ApplyDefaults(env *Environment) {
 		if env.Clusters[i].Wave == 0 {
 			env.Clusters[i].Wave = DefaultWave
 		}
+		setIfZero(&env.Clusters[i].Probes, ProbesEngine)
 	}
 	if len(env.Clusters) > 0 && !slices.ContainsFunc(env.Clusters, func(c Cluster) bool { return c.Canary }) {
 		best := 0

@@ -54,6 +54,11 @@ type Cluster struct {
 	Labels map[string]string `yaml:"labels,omitempty" json:"labels,omitempty"`
 	// Policy says what containers may do on this cluster; everything is denied by default.
 	Policy ClusterPolicy `yaml:"policy,omitempty" json:"policy,omitempty"`
+	// Probes says where verification probes and HTTP health checks run: "engine" (default:
+	// in a short-lived probe container on the replicas' network of this engine, so the
+	// worker needs nothing but the engine's API) or "direct" (from the worker straight to the
+	// containers' addresses: only where the worker shares the engine's host network).
+	Probes string `yaml:"probes,omitempty" json:"probes,omitempty" jsonschema:"enum=engine,enum=direct"`
 }
 
 // TLS names the client certificate files for a tcp:// endpoint.
@@ -293,6 +298,8 @@ const (
 	KeepStopped         = "stopped"
 	OnTimeoutRollback   = "rollback"
 	OnTimeoutProceed    = "proceed"
+	ProbesEngine        = "engine"
+	ProbesDirect        = "direct"
 	DefaultWave         = 1
 	MaxSpecBytes        = 1 << 20
 	DefaultTemporalPort = 7233

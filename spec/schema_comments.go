@@ -19,6 +19,7 @@ var schemaComments = map[string]string{
 	"github.com/slipwayhq/slipway/spec.Cluster.Labels":                         "Labels are free key/value metadata of the cluster (region, team ...).",
 	"github.com/slipwayhq/slipway/spec.Cluster.Name":                           "Name is the cluster's name (a DNS label, unique in the environment).",
 	"github.com/slipwayhq/slipway/spec.Cluster.Policy":                         "Policy says what containers may do on this cluster; everything is denied by default.",
+	"github.com/slipwayhq/slipway/spec.Cluster.Probes":                         "Probes says where verification probes and HTTP health checks run: \"engine\" (default: in a short-lived probe container on the replicas' network of this engine, so the worker needs nothing but the engine's API) or \"direct\" (from the worker straight to the containers' addresses: only where the worker shares the engine's host network).",
 	"github.com/slipwayhq/slipway/spec.Cluster.TLS":                            "TLS files for a tcp:// endpoint (paths on the worker's machine).",
 	"github.com/slipwayhq/slipway/spec.Cluster.Wave":                           "Wave orders the rollout: clusters of wave 1 first, then wave 2 ...; the clusters of one wave change in parallel. Default 1.",
 	"github.com/slipwayhq/slipway/spec.ClusterPolicy":                          "ClusterPolicy says what containers may do on a cluster.",

@@ -271,6 +271,11 @@ func (v *validator) cluster(c *Cluster, p string) {
 	v.name(p+".name", "cluster", c.Name)
 	v.atLeast(p+".wave", c.Wave, 1)
 	v.atLeast(p+".policy.max_replicas", c.Policy.MaxReplicas, 0)
+	switch c.Probes {
+	case "", ProbesEngine, ProbesDirect:
+	default:
+		v.errorf(p+".probes", "probes must be %q (next to the replicas, the default) or %q (from the worker), got %q", ProbesEngine, ProbesDirect, c.Probes)
+	}
 	for k := range c.Labels {
 		if k == "" {
 			v.errorf(p+".labels", "label keys must not be empty")

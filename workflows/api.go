@@ -142,6 +142,9 @@ type Evidence struct {
 	BaselineTargets int `json:"baseline_targets,omitempty"`
 	// MinSamples is the threshold the verdict was judged against.
 	MinSamples int `json:"min_samples,omitempty"`
+	// ProbedFrom says where the probes ran and latency was measured: on the replicas' own
+	// engine (a probe container on their network), or from the worker (probes: direct).
+	ProbedFrom string `json:"probed_from,omitempty"`
 }
 
 // Verdict of one verification.

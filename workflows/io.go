@@ -58,11 +58,14 @@ type Target struct {
 	TLSKey      string             `json:"tls_key,omitempty"`
 	TLSVerify   bool               `json:"tls_verify,omitempty"`
 	Policy      spec.ClusterPolicy `json:"policy"`
+	// Probes is the cluster's probe site (spec.ProbesEngine or spec.ProbesDirect).
+	Probes string `json:"probes,omitempty"`
 }
 
 // EngineEndpoint is the engine endpoint of the target.
 func (t Target) EngineEndpoint() engine.Endpoint {
-	return engine.Endpoint{Cluster: t.Cluster, Host: t.Endpoint, TLSCA: t.TLSCA, TLSCert: t.TLSCert, TLSKey: t.TLSKey, TLSVerify: t.TLSVerify}
+	return engine.Endpoint{Cluster: t.Cluster, Host: t.Endpoint, TLSCA: t.TLSCA, TLSCert: t.TLSCert, TLSKey: t.TLSKey, TLSVerify: t.TLSVerify,
+		DirectProbes: t.Probes == spec.ProbesDirect}
 }
 
 // Network is the environment's network on the target cluster.
@@ -70,7 +73,7 @@ func (t Target) Network() string { return engine.NetworkName(t.Environment, t.Cl
 
 // TargetOf builds the activity target of a spec cluster.
 func TargetOf(environment string, c spec.Cluster) Target {
-	t := Target{Environment: environment, Cluster: c.Name, Endpoint: c.Endpoint, Policy: c.Policy}
+	t := Target{Environment: environment, Cluster: c.Name, Endpoint: c.Endpoint, Policy: c.Policy, Probes: c.Probes}
 	if c.TLS != nil {
 		t.TLSCA, t.TLSCert, t.TLSKey = c.TLS.CA, c.TLS.Cert, c.TLS.Key
 		t.TLSVerify = c.TLS.Verify == nil || *c.TLS.Verify

@@ -290,6 +290,9 @@ type LoadTestMetrics struct {
 	Window spec.Duration `json:"window"`
 	// Targets are the replica addresses load went to.
 	Targets []string `json:"targets"`
+	// GeneratedFrom says where the load came from (a probe container on each cluster's
+	// engine, or the worker for clusters with probes: direct).
+	GeneratedFrom string `json:"generated_from,omitempty"`
 }
 
 // SLOCheck is one objective judged against the measurement.

@@ -518,12 +518,13 @@ func (r *release) verify(ctx workflow.Context, service string, cp *ClusterPlan, 
 	pol := r.pol[service]
 	v := pol.Verify
 	v.Duration = spec.Duration(d)
-	// The baseline is the old replicas still in traffic: a detached replica is off the
-	// environment network, so the worker cannot reach it any more. With none left (the
-	// last batch, the wave check) only the absolute thresholds apply.
+	// The baseline is every old replica still running: in traffic, or taken out of it and
+	// kept warm (keep_previous: running keeps it on the environment network without the
+	// service alias, so it can still be probed). Only stopped ones are left out; with none
+	// left (keep_previous: stopped, last batch) only the absolute thresholds apply.
 	var baseline []string
 	out := map[string]bool{}
-	for _, n := range r.detached[service][cp.Cluster] {
+	for _, n := range r.stopped[service][cp.Cluster] {
 		out[n] = true
 	}
 	for _, n := range cp.Old {

@@ -48,12 +48,14 @@ type workerFlags struct {
 	maxRate     int
 	maxDuration time.Duration
 	secretsDir  string
+	probeAgent  string
 }
 
 func (f *workerFlags) register(cmd *cobra.Command, defaultSecretsDir string) {
 	cmd.Flags().StringVar(&f.secretsDir, "secrets-dir", defaultSecretsDir, "directory of the secrets that services name under secrets (one file per secret, mode 0600; dev default: <data-dir>/secrets); empty: no secrets")
 	cmd.Flags().IntVar(&f.maxRate, "loadtest-max-rate", activities.DefaultLoadTestMaxRate, "highest rate (requests/s) a load test may ask for")
 	cmd.Flags().DurationVar(&f.maxDuration, "loadtest-max-duration", activities.DefaultLoadTestMaxDuration, "longest a load test may run (warm-up included)")
+	cmd.Flags().StringVar(&f.probeAgent, "probe-agent", "", "the prober binary loaded into engines to probe replicas next to them (default: slipway-probe beside this binary, $SLIPWAY_PROBE_AGENT, or this binary itself)")
 }
 
 func (f *workerFlags) options(warn io.Writer) worker.Options {
@@ -182,7 +184,10 @@ Run as many as you like.`,
 			if err := devserver.EnsureSearchAttributes(ctx, c, ns, workflows.SearchAttributeTypes); err != nil {
 				fmt.Fprintf(cmd.ErrOrStderr(), "warning: could not register Slipway's search attributes (ask an admin to add them): %v\n", err)
 			}
-			d := dockerengine.NewDialer(dockerengine.Options{})
+			d, err := newDialer(wwf.probeAgent)
+			if err != nil {
+				return err
+			}
 			defer d.Close()
 			w, err := worker.New(c, d, wwf.options(cmd.ErrOrStderr()))
 			if err != nil {
@@ -231,7 +236,14 @@ Run as many as you like.`,
 // runWorkerAndAPI runs the worker (unless wf is nil) and the HTTP API until ctx ends, then
 // stops both gracefully.
 func runWorkerAndAPI(ctx context.Context, c client.Client, namespace string, f *apiFlags, wf *workerFlags, ready func(apiURL string)) error {
-	d := dockerengine.NewDialer(dockerengine.Options{})
+	agentPath := ""
+	if wf != nil {
+		agentPath = wf.probeAgent
+	}
+	d, err := newDialer(agentPath)
+	if err != nil {
+		return err
+	}
 	defer d.Close()
 	var w sdkworker.Worker
 	if wf != nil {

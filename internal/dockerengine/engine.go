@@ -569,10 +569,13 @@ func (e *Engine) Attach(ctx context.Context, name, networkName, alias string) er
 	return nil
 }
 
-// Detach takes the container off network (out of traffic, still running); a no-op when it
-// is not on it, or when the container or the network is gone.
+// Detach takes the container out of traffic: it stays on network, running, with its
+// address, but without any alias, so Docker's DNS no longer answers the service name with
+// it while it can still be probed (as the baseline of a verification, or before it takes
+// traffic again). A no-op when it is already so, or when the container, the network or its
+// endpoint is gone.
 func (e *Engine) Detach(ctx context.Context, name, networkName string) error {
-	op := fmt.Sprintf("detach %s from %s", name, networkName)
+	op := fmt.Sprintf("detach %s from traffic on %s", name, networkName)
 	c, err := e.inspect(ctx, op, name)
 	if isKind(err, engine.KindNotFound) {
 		return nil
@@ -580,10 +583,39 @@ func (e *Engine) Detach(ctx context.Context, name, networkName string) error {
 	if err != nil {
 		return err
 	}
-	if _, ok := endpoint(c, networkName); !ok {
+	ep, ok := endpoint(c, networkName)
+	if !ok || len(ep.Aliases) == 0 || onlyOwnAliases(c, ep) {
 		return nil
 	}
-	return e.disconnect(ctx, op, c.ID, networkName)
+	if err := e.disconnect(ctx, op, c.ID, networkName); err != nil {
+		return err
+	}
+	err = e.whileAmbiguous(ctx, func() error {
+		cctx, cancel := e.call(ctx)
+		defer cancel()
+		return e.cli.NetworkConnect(cctx, networkName, c.ID, &network.EndpointSettings{})
+	})
+	if err != nil && kindOf(err) != engine.KindNotFound {
+		// A concurrent Detach may have reconnected it already.
+		if c, ierr := e.inspect(ctx, op, name); ierr == nil {
+			if _, ok := endpoint(c, networkName); ok {
+				return nil
+			}
+		}
+		return classify(op, err)
+	}
+	return nil
+}
+
+// onlyOwnAliases: the endpoint's aliases are only the ones Docker adds by itself (the
+// container's short ID), not a service name.
+func onlyOwnAliases(c container.InspectResponse, ep *network.EndpointSettings) bool {
+	for _, a := range ep.Aliases {
+		if c.ID == "" || !strings.HasPrefix(c.ID, a) {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *Engine) disconnect(ctx context.Context, op, id, networkName string) error {

@@ -161,8 +161,14 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 	results := make(chan probe.Result, 64)
 	probeErr := make(chan error, 1)
 	pctx, stopProbe := context.WithCancel(ctx)
-	defer stopProbe()
 	probing := false
+	defer func() {
+		// Nothing of the wait outlives it: the probe container is gone when it returns.
+		stopProbe()
+		if probing {
+			<-probeErr
+		}
+	}()
 	startProbe := func(c container.InspectResponse) {
 		addr, netName := probeAddress(c, h.port)
 		if probing || addr == "" {
@@ -214,13 +220,13 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 			}
 			continue
 		case err := <-probeErr:
+			probing = false // the job ended: another starts at the next poll
 			if ctx.Err() != nil {
 				continue // report the deadline
 			}
 			if err != nil {
 				return engine.Container{}, err
 			}
-			probing = false // the job ended (its duration): start another at the next poll
 			continue
 		case <-timer.C:
 		}
