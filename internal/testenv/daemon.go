@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,16 +22,33 @@ import (
 // 108 bytes) with its own bridge slpbr<idx> on 10.199.<idx>.1/24 and its own address pool
 // 10.<200+idx>.0.0/16 for user networks, so neither clashes with the default engine (which
 // allocates from 172.16.0.0/12 and 192.168.0.0/16) nor with another second daemon.
+//
+// An isolated daemon (IsolatedDaemon) of slot idx runs in the network namespace slpns<idx>
+// (ip netns, so /var/run/netns/slpns<idx>); its bridge and the bridges of its user networks
+// live in that namespace, which has no link to the host's. The host gets "unreachable" routes
+// for the slot's two networks: without them a packet to a container address would follow the
+// host's default route, and whatever is out there may answer (here, a proxy on the default
+// gateway answers "404" to an HTTP request for any address).
 const (
 	daemonBase = "/tmp/slipway-dockerd"
 	maxDaemons = 50
+	netnsDir   = "/var/run/netns" // where ip netns keeps the named namespaces
 )
+
+func slotBridge(idx int) string { return fmt.Sprintf("slpbr%d", idx) }
+func slotNetns(idx int) string  { return fmt.Sprintf("slpns%d", idx) }
+
+// slotNets returns the slot's bridge network and its address pool.
+func slotNets(idx int) (bridgeNet, pool string) {
+	return fmt.Sprintf("10.199.%d.0/24", idx), fmt.Sprintf("10.%d.0.0/16", 200+idx)
+}
 
 // daemon is a second dockerd started by this process.
 type daemon struct {
 	idx    int
 	dir    string
 	bridge string
+	netns  string // "" or the network namespace dockerd runs in (its bridge is in there too)
 	host   string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed when the process has exited
@@ -41,13 +59,22 @@ var (
 	mainActive bool                // Main runs the tests: share one daemon per process
 	running    = map[int]*daemon{} // started and not stopped, by slot
 
-	sharedMu  sync.Mutex // held while the shared daemon starts
-	shared    *daemon
-	sharedErr error
+	sharedSecond   = sharedDaemon{what: "second Docker daemon"}
+	sharedIsolated = sharedDaemon{what: "isolated Docker daemon", isolated: true}
 )
 
-// Main runs the package's tests and then stops the second daemon they shared. Use it from
-// TestMain in every package that calls SecondDaemon:
+// sharedDaemon is the daemon of one kind that the tests of a process share under Main.
+type sharedDaemon struct {
+	what     string
+	isolated bool
+	mu       sync.Mutex // held while the daemon starts
+	d        *daemon
+	err      error
+}
+
+// Main runs the package's tests and then stops the second daemons they shared (the
+// SecondDaemon one and the IsolatedDaemon one). Use it from TestMain in every package that
+// calls SecondDaemon or IsolatedDaemon:
 //
 //	func TestMain(m *testing.M) { testenv.Main(m) }
 //
@@ -58,13 +85,16 @@ func Main(m *testing.M) {
 	mainActive = true
 	daemonsMu.Unlock()
 	code := m.Run()
-	sharedMu.Lock()
-	d := shared
-	shared = nil
-	sharedMu.Unlock()
-	if d != nil {
+	for _, s := range []*sharedDaemon{&sharedSecond, &sharedIsolated} {
+		s.mu.Lock()
+		d := s.d
+		s.d = nil
+		s.mu.Unlock()
+		if d == nil {
+			continue
+		}
 		if err := d.stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "testenv: stopping the second Docker daemon: %v\n", err)
+			fmt.Fprintf(os.Stderr, "testenv: stopping the %s: %v\n", s.what, err)
 			if code == 0 {
 				code = 1
 			}
@@ -85,12 +115,46 @@ func Main(m *testing.M) {
 // A daemon left behind by a killed test process is cleaned up by the next start.
 func SecondDaemon(t testing.TB) string {
 	t.Helper()
+	return sharedSecond.get(t)
+}
+
+// IsolatedDaemon returns the DOCKER_HOST-style address (unix:///...) of a second Docker daemon
+// that runs in a network namespace of its own (ip netns), so the test process can reach it only
+// through its API socket: an HTTP request to one of its containers' addresses fails. The demo images
+// (DemoImages) are loaded into it. Under testenv.Main one is shared per test process and stopped (and
+// its namespace deleted) when the tests end; otherwise one per call, stopped in t.Cleanup.
+//
+// Apart from the namespace it is set up like SecondDaemon's (own socket, roots, containerd
+// namespace, bridge slpbr<N> on 10.199.<N>.1/24, address pool 10.<200+N>.0.0/16,
+// --iptables=false), except that its bridges are inside the namespace slpns<N>, which has no
+// link to the host's: besides them only lo (up) and the containers' veths. The host gets
+// "unreachable" routes to those two networks, so a request to a container address fails at
+// once with "no route to host" rather than following the default route to whatever may
+// answer there. dockerd is started with nsenter --net (not ip netns exec, which remounts
+// /sys and breaks dockerd's cgroup checks). Stopping removes its containers and networks,
+// stops it, kills whatever process is still in the namespace, deletes the routes and the
+// namespace; what a killed test process left is removed by the next start. It skips t
+// (fails it in CI) when not root or dockerd, ip (iproute2) or nsenter (util-linux) is
+// missing.
+func IsolatedDaemon(t testing.TB) string {
+	t.Helper()
+	return sharedIsolated.get(t)
+}
+
+// get returns the host of s's kind of daemon for t: the shared one under Main (started on
+// first use), else one started for t and stopped in its cleanup.
+func (s *sharedDaemon) get(t testing.TB) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		unavailable(t, "a second dockerd needs root")
 	}
-	for _, tool := range []string{"dockerd", "ip"} {
+	tools := []string{"dockerd", "ip"}
+	if s.isolated {
+		tools = append(tools, "nsenter")
+	}
+	for _, tool := range tools {
 		if _, err := exec.LookPath(tool); err != nil {
-			unavailable(t, "no "+tool+" on PATH: cannot start a second Docker daemon")
+			unavailable(t, "no "+tool+" on PATH: cannot start a "+s.what)
 		}
 	}
 	DemoImages(t)
@@ -99,32 +163,51 @@ func SecondDaemon(t testing.TB) string {
 	share := mainActive
 	daemonsMu.Unlock()
 	if share {
-		sharedMu.Lock()
-		defer sharedMu.Unlock()
-		if shared == nil && sharedErr == nil {
-			shared, sharedErr = startDaemon()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.d == nil && s.err == nil {
+			s.d, s.err = launchDaemon(s.isolated)
 		}
-		if sharedErr != nil {
-			t.Fatalf("testenv: second Docker daemon: %v", sharedErr)
+		if s.err != nil {
+			t.Fatalf("testenv: %s: %v", s.what, s.err)
 		}
 		select {
-		case <-shared.exited:
-			t.Fatalf("testenv: the shared second Docker daemon has exited; its log:\n%s", shared.logTail())
+		case <-s.d.exited:
+			t.Fatalf("testenv: the shared %s has exited; its log:\n%s", s.what, s.d.logTail())
 		default:
 		}
-		return shared.host
+		return s.d.host
 	}
 
-	d, err := startDaemon()
+	d, err := launchDaemon(s.isolated)
 	if err != nil {
-		t.Fatalf("testenv: second Docker daemon: %v", err)
+		t.Fatalf("testenv: %s: %v", s.what, err)
 	}
 	t.Cleanup(func() {
 		if err := d.stop(); err != nil {
-			t.Errorf("testenv: stopping the second Docker daemon: %v", err)
+			t.Errorf("testenv: stopping the %s: %v", s.what, err)
 		}
 	})
 	return d.host
+}
+
+// AssertUnreachable fails t unless an HTTP GET from this process to addr (host:port) fails within a
+// couple of seconds (connection refused, no route, timeout all count as unreachable).
+//
+// The request goes straight to addr (no proxy from the environment); any HTTP answer, whatever
+// its status, means addr is reachable.
+func AssertUnreachable(t testing.TB, addr string) {
+	t.Helper()
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+	}
+	resp, err := client.Get("http://" + addr + "/")
+	if err != nil {
+		return // unreachable
+	}
+	resp.Body.Close()
+	t.Errorf("testenv: %s is reachable from the test process: GET / answered %s", addr, resp.Status)
 }
 
 // runningDaemons returns the hosts of the second daemons this process runs.
@@ -156,13 +239,18 @@ func lockBase() (unlock func(), err error) {
 }
 
 // startDaemon sweeps stale daemons, claims a free slot and starts dockerd in it.
-func startDaemon() (*daemon, error) {
+func startDaemon() (*daemon, error) { return launchDaemon(false) }
+
+// startIsolatedDaemon is startDaemon for a daemon in a network namespace of its own.
+func startIsolatedDaemon() (*daemon, error) { return launchDaemon(true) }
+
+func launchDaemon(isolated bool) (*daemon, error) {
 	unlock, err := lockBase()
 	if err != nil {
 		return nil, err
 	}
 	sweepStale()
-	d, err := claimSlot()
+	d, err := claimSlot(isolated)
 	unlock()
 	if err != nil {
 		return nil, err
@@ -176,28 +264,38 @@ func startDaemon() (*daemon, error) {
 	return d, nil
 }
 
-// claimSlot finds an index whose bridge and subnets are free, creates the bridge (the
-// atomic claim) and the directory holding the owner's pid. Called with the base lock held.
-func claimSlot() (*daemon, error) {
+// claimSlot finds an index whose bridge, namespace and subnets are free, creates the bridge
+// on the host, or for an isolated daemon the namespace (the atomic claim), and the directory
+// holding the owner's pid. For an isolated daemon it then adds the host's unreachable routes
+// to the slot's networks, brings lo up in the namespace and makes the bridge in there.
+// Called with the base lock held.
+func claimSlot(isolated bool) (*daemon, error) {
 	routes, err := hostRoutes()
 	if err != nil {
 		return nil, err
 	}
 	for idx := range maxDaemons {
-		bridgeNet := mustCIDR(fmt.Sprintf("10.199.%d.0/24", idx))
-		pool := mustCIDR(fmt.Sprintf("10.%d.0.0/16", 200+idx))
-		if overlapsAny(bridgeNet, routes) || overlapsAny(pool, routes) {
+		bridgeNet, pool := slotNets(idx)
+		if overlapsAny(mustCIDR(bridgeNet), routes) || overlapsAny(mustCIDR(pool), routes) {
 			continue
 		}
-		bridge := fmt.Sprintf("slpbr%d", idx)
+		bridge := slotBridge(idx)
 		if _, err := ipCmd("link", "show", bridge); err == nil {
 			continue // taken
 		}
-		if _, err := ipCmd("link", "add", "name", bridge, "type", "bridge"); err != nil {
-			return nil, err
+		if netnsExists(slotNetns(idx)) {
+			continue // taken by an isolated daemon
 		}
 		d := &daemon{idx: idx, bridge: bridge, dir: filepath.Join(daemonBase, strconv.Itoa(idx)), exited: make(chan struct{})}
 		d.host = "unix://" + filepath.Join(d.dir, "docker.sock")
+		if isolated {
+			d.netns = slotNetns(idx)
+			if _, err := ipCmd("netns", "add", d.netns); err != nil {
+				return nil, err
+			}
+		} else if _, err := ipCmd("link", "add", "name", bridge, "type", "bridge"); err != nil {
+			return nil, err
+		}
 		err := os.RemoveAll(d.dir)
 		if err == nil {
 			err = os.MkdirAll(d.dir, 0o700)
@@ -205,11 +303,24 @@ func claimSlot() (*daemon, error) {
 		if err == nil {
 			err = os.WriteFile(filepath.Join(d.dir, "owner.pid"), []byte(strconv.Itoa(os.Getpid())), 0o600)
 		}
-		if err == nil {
-			_, err = ipCmd("addr", "add", fmt.Sprintf("10.199.%d.1/24", idx), "dev", bridge)
+		if err == nil && isolated {
+			for _, n := range []string{bridgeNet, pool} {
+				if err == nil {
+					_, err = ipCmd("route", "add", "unreachable", n)
+				}
+			}
+			if err == nil {
+				_, err = d.ip("link", "set", "lo", "up")
+			}
+			if err == nil {
+				_, err = d.ip("link", "add", "name", bridge, "type", "bridge")
+			}
 		}
 		if err == nil {
-			_, err = ipCmd("link", "set", bridge, "up")
+			_, err = d.ip("addr", "add", fmt.Sprintf("10.199.%d.1/24", idx), "dev", bridge)
+		}
+		if err == nil {
+			_, err = d.ip("link", "set", bridge, "up")
 		}
 		if err != nil {
 			if cleanErr := cleanupSlot(idx); cleanErr != nil {
@@ -233,7 +344,7 @@ func (d *daemon) start() error {
 	}
 	defer logf.Close()
 	ns := fmt.Sprintf("slipway-second-%d", d.idx)
-	d.cmd = exec.Command("dockerd",
+	args := []string{
 		"--config-file", filepath.Join(d.dir, "daemon.json"), // not /etc/docker/daemon.json
 		"--data-root", filepath.Join(d.dir, "data"),
 		"--exec-root", filepath.Join(d.dir, "exec"),
@@ -244,8 +355,14 @@ func (d *daemon) start() error {
 		"--ip-masq=false",
 		"--default-address-pool", fmt.Sprintf("base=10.%d.0.0/16,size=24", 200+d.idx),
 		"--containerd-namespace", ns,
-		"--containerd-plugins-namespace", ns+"-plugins",
-	)
+		"--containerd-plugins-namespace", ns + "-plugins",
+	}
+	if d.netns == "" {
+		d.cmd = exec.Command("dockerd", args...)
+	} else {
+		// nsenter enters the namespace and execs dockerd (no fork: d.cmd's process is dockerd).
+		d.cmd = exec.Command("nsenter", append([]string{"--net=" + filepath.Join(netnsDir, d.netns), "dockerd"}, args...)...)
+	}
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
 	// Its own process group (a ^C to the tests does not reach it first); SIGTERM when the
 	// test process dies, so a killed test run does not leave it running.
@@ -326,7 +443,7 @@ func (d *daemon) logTail() string {
 }
 
 // stop removes every container and network on the daemon, stops it, and removes its
-// bridge and directories.
+// bridge and directories (and its network namespace).
 func (d *daemon) stop() error {
 	daemonsMu.Lock()
 	delete(running, d.idx)
@@ -370,9 +487,21 @@ func (d *daemon) stop() error {
 	return errors.Join(errs...)
 }
 
-// sweepStale stops and removes the daemons of test processes that are gone. Called with
-// the base lock held.
+// sweepStale stops and removes the daemons of test processes that are gone, and deletes
+// slot namespaces that have no directory (left by a process killed while it claimed or
+// released the slot). Called with the base lock held.
 func sweepStale() {
+	if nss, err := os.ReadDir(netnsDir); err == nil {
+		for _, e := range nss {
+			idx, err := strconv.Atoi(strings.TrimPrefix(e.Name(), "slpns"))
+			if err != nil || e.Name() != slotNetns(idx) {
+				continue
+			}
+			if _, err := os.Stat(filepath.Join(daemonBase, strconv.Itoa(idx))); os.IsNotExist(err) {
+				_ = cleanupSlot(idx)
+			}
+		}
+	}
 	entries, err := os.ReadDir(daemonBase)
 	if err != nil {
 		return
@@ -405,8 +534,10 @@ func sweepStale() {
 }
 
 // cleanupSlot removes what a daemon of slot idx leaves when it has stopped: a containerd it
-// started, mounts and files under its directory, bridges on its address pool, its bridge.
-// The bridge goes last: it is the slot's claim.
+// started, mounts and files under its directory, bridges on its address pool, its bridge,
+// the host's unreachable routes to its networks, and its network namespace (after killing
+// any process still in it but this one, so the namespace and the bridges inside it really
+// go). The bridge and the namespace go last: they are the slot's claim.
 func cleanupSlot(idx int) error {
 	dir := filepath.Join(daemonBase, strconv.Itoa(idx))
 	var errs []error
@@ -430,7 +561,8 @@ func cleanupSlot(idx int) error {
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, err)
 	}
-	pool := mustCIDR(fmt.Sprintf("10.%d.0.0/16", 200+idx))
+	bridgeNet, poolNet := slotNets(idx)
+	pool := mustCIDR(poolNet)
 	if out, err := ipCmd("-o", "-4", "addr", "show"); err == nil {
 		for _, line := range strings.Split(out, "\n") {
 			f := strings.Fields(line) // 7: br-0123abcd    inet 10.200.0.1/24 brd ...
@@ -444,13 +576,73 @@ func cleanupSlot(idx int) error {
 			}
 		}
 	}
-	bridge := fmt.Sprintf("slpbr%d", idx)
+	if out, err := ipCmd("-4", "route", "show", "type", "unreachable"); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line) // unreachable 10.200.0.0/16
+			if len(f) > 1 && f[0] == "unreachable" && (f[1] == bridgeNet || f[1] == poolNet) {
+				if _, err := ipCmd("route", "del", "unreachable", f[1]); err != nil {
+					errs = append(errs, err)
+				}
+			}
+		}
+	}
+	bridge := slotBridge(idx)
 	if _, err := ipCmd("link", "show", bridge); err == nil {
 		if _, err := ipCmd("link", "del", bridge); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	if ns := slotNetns(idx); netnsExists(ns) {
+		pids, err := netnsProcs(filepath.Join(netnsDir, ns))
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if _, err := ipCmd("netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// netnsExists reports whether ip netns knows a namespace of that name.
+func netnsExists(name string) bool {
+	_, err := os.Stat(filepath.Join(netnsDir, name))
+	return err == nil
+}
+
+// netnsProcs returns the pids of the processes whose network namespace is the one bound at
+// path (an nsfs file such as /var/run/netns/NAME or /proc/PID/ns/net).
+func netnsProcs(path string) ([]int, error) {
+	var ns syscall.Stat_t
+	if err := syscall.Stat(path, &ns); err != nil {
+		return nil, err
+	}
+	return procsInNetns(ns)
+}
+
+// procsInNetns returns the pids of the processes in the network namespace ns (its nsfs stat).
+func procsInNetns(ns syscall.Stat_t) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue // never this process (a thread of it may have entered the namespace)
+		}
+		var st syscall.Stat_t
+		if syscall.Stat(fmt.Sprintf("/proc/%d/ns/net", pid), &st) == nil && st.Dev == ns.Dev && st.Ino == ns.Ino {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, nil
 }
 
 func readPid(path string) (int, error) {
@@ -477,6 +669,14 @@ func isProcess(pid int, name string) bool {
 	}
 	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
 	return err == nil && strings.TrimSpace(string(comm)) == name
+}
+
+// ip runs ip in the daemon's network namespace (ip -n), or on the host for a daemon without one.
+func (d *daemon) ip(args ...string) (string, error) {
+	if d.netns != "" {
+		args = append([]string{"-n", d.netns}, args...)
+	}
+	return ipCmd(args...)
 }
 
 func ipCmd(args ...string) (string, error) {
