@@ -3,46 +3,19 @@ package activities
 import (
 	"context"
 	"fmt"
-	"math"
-	"sort"
 	"sync"
 	"time"
 
 	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/judgment"
 	"github.com/slipwayhq/slipway/probe"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// listEvery is how often Verify looks at the replicas' state (running, health) and addresses.
+// listEvery is how often Verify looks at the replicas' state (running, health) and checks
+// the pairs so far for an early failure.
 const listEvery = 500 * time.Millisecond
-
-// outcome of one probe, as the verification counts it.
-type outcome struct {
-	unreachable bool // the probe could not be taken (lost): judged by nobody
-	failed      bool
-	status      int
-	latency     time.Duration
-}
-
-// outcomeOf judges one probe result against its request: a refused connection, a timeout, a
-// broken answer or a status other than the expected one (any 2xx/3xx when none is set) is
-// a failure; a probe that could not be taken (no address, no route) is unreachable.
-func outcomeOf(r probe.Result, pr spec.Probe) outcome {
-	if r.Lost() {
-		return outcome{unreachable: true}
-	}
-	o := outcome{status: r.Status, latency: r.Latency}
-	switch {
-	case r.Err != "":
-		o.failed = true
-	case pr.ExpectStatus != 0:
-		o.failed = r.Status != pr.ExpectStatus
-	default:
-		o.failed = r.Status < 200 || r.Status >= 400
-	}
-	return o
-}
 
 // probeRequest is the prober's form of a spec probe.
 func probeRequest(p spec.Probe) probe.Request {
@@ -53,105 +26,186 @@ func probeRequest(p spec.Probe) probe.Request {
 	return probe.Request{Method: p.Method, Path: p.Path, Headers: p.Headers, Timeout: timeout}
 }
 
-// histogram counts latencies in logarithmic buckets (5% wide from 100µs): compact enough
-// to heartbeat, precise enough for a p95 judged against milliseconds.
-type histogram map[int]int
+// outcome of one probe, as a load test counts it.
+type outcome struct {
+	unreachable bool // the probe could not be taken (lost)
+	failed      bool
+}
+
+// outcomeOf judges one probe result against its request alone (load tests, health checks):
+// a refused connection, a timeout, a broken answer or a status other than the expected one
+// (any 2xx/3xx when none is set) is a failure; a probe that could not be taken (no
+// address, no route) is unreachable.
+func outcomeOf(r probe.Result, pr spec.Probe) outcome {
+	if r.Lost() {
+		return outcome{unreachable: true}
+	}
+	switch {
+	case r.Err != "":
+		return outcome{failed: true}
+	case pr.ExpectStatus != 0:
+		return outcome{failed: r.Status != pr.ExpectStatus}
+	default:
+		return outcome{failed: r.Status < 200 || r.Status >= 400}
+	}
+}
+
+// verifyProgress is Verify's heartbeat: what it measured so far (for the Web UI and a
+// human), and a fatal finding, which a retried attempt reports at once. A retry measures a
+// whole new window otherwise: a verdict is judged on one window of pairs.
+type verifyProgress struct {
+	Rounds     int           `json:"rounds"`
+	Results    int           `json:"results"`
+	Elapsed    time.Duration `json:"elapsed"`
+	Fatal      string        `json:"fatal,omitempty"`
+	ProbedFrom string        `json:"probed_from,omitempty"`
+}
+
+// streamKind says what a probe stream of a verification measures.
+type streamKind int
 
 const (
-	histBase   = 100 * time.Microsecond
-	histGrowth = 1.05
+	streamNew    streamKind = iota // a request to a new replica
+	streamBase                     // the same request to a baseline replica
+	streamHealth                   // the health path of a new replica
 )
 
-func bucketOf(d time.Duration) int {
-	if d <= histBase {
-		return 0
-	}
-	return int(math.Ceil(math.Log(float64(d)/float64(histBase)) / math.Log(histGrowth)))
+type stream struct {
+	kind    streamKind
+	replica int // index into the new or baseline names
+	req     int // index into the verification requests
 }
 
-func bucketUpper(i int) time.Duration {
-	return time.Duration(float64(histBase) * math.Pow(histGrowth, float64(i)))
+// measurement holds every answer of a verification, by stream and round.
+type measurement struct {
+	streams     []stream
+	reqs        []spec.Probe
+	newN, baseN int
+	res         [][]*probe.Result // [stream][round]
+	status      map[int]int       // new replicas' statuses
 }
 
-func (h histogram) add(d time.Duration) { h[bucketOf(d)]++ }
+func (m *measurement) add(r probe.Result) {
+	for len(m.res[r.S]) <= r.R {
+		m.res[r.S] = append(m.res[r.S], nil)
+	}
+	m.res[r.S][r.R] = &r
+	if st := m.streams[r.S]; st.kind == streamNew && r.Status != 0 {
+		m.status[r.Status]++
+	}
+}
 
-// percentile returns the upper bound of the bucket holding the q-th percentile (0 when empty).
-func (h histogram) percentile(q float64) time.Duration {
-	total := 0
-	keys := make([]int, 0, len(h))
-	for k, n := range h {
-		total += n
-		keys = append(keys, k)
+// index of the stream of kind for (replica, request).
+func (m *measurement) index(kind streamKind, replica, req int) int {
+	switch kind {
+	case streamNew:
+		return req*(m.newN+m.baseN) + replica
+	default:
+		return req*(m.newN+m.baseN) + m.newN + replica
 	}
-	if total == 0 {
-		return 0
-	}
-	sort.Ints(keys)
-	rank := int(math.Ceil(q / 100 * float64(total)))
-	if rank < 1 {
-		rank = 1
-	}
-	seen := 0
-	for _, k := range keys {
-		seen += h[k]
-		if seen >= rank {
-			return bucketUpper(k)
+}
+
+// rounds returns how many rounds have every request answered on both sides (the complete
+// prefix, in the order they were sent, as judgment.Early needs), or every round seen
+// (complete false: the final verdict, where a round the prober lost is counted as lost).
+func (m *measurement) rounds(complete bool) int {
+	n := -1
+	for si, st := range m.streams {
+		if st.kind == streamHealth {
+			continue
+		}
+		rs := m.res[si]
+		if !complete {
+			n = max(n, len(rs))
+			continue
+		}
+		k := 0
+		for k < len(rs) && rs[k] != nil {
+			k++
+		}
+		if n < 0 || k < n {
+			n = k
 		}
 	}
-	return bucketUpper(keys[len(keys)-1])
+	return max(n, 0)
 }
 
-// side is what one side (new or baseline) of a verification measured.
-type side struct {
-	Attempts    int         `json:"attempts"`
-	Responses   int         `json:"responses"` // samples: probes that reached the replica
-	Errors      int         `json:"errors"`
-	Unreachable int         `json:"unreachable"`
-	Codes       map[int]int `json:"codes,omitempty"`
-	Latency     histogram   `json:"latency,omitempty"`
+func bad(r *probe.Result, expect int) bool {
+	return r.Err != "" || r.Status >= 500 || (expect != 0 && r.Status != expect)
 }
 
-func (s *side) record(o outcome) {
-	s.Attempts++
-	if o.unreachable {
-		s.Unreachable++
-		return
-	}
-	s.Responses++
-	if o.failed {
-		s.Errors++
-	}
-	if o.status != 0 {
-		if s.Codes == nil {
-			s.Codes = map[int]int{}
+// samples pairs each request to a new replica with the same request to a baseline replica in
+// the same round (rotating over the baseline replicas), judged as judgment wants: lost when
+// the probe could not be taken, failed on a bad answer. Without expect_status a new replica
+// must answer like stable: a status class stable does not give on that request is a failure
+// (a 404 on both sides is the same behaviour, a 404 against stable's 200 is not). With no
+// baseline, solo holds the new replicas' samples alone.
+func (m *measurement) samples(rounds int) (pairs []judgment.Pair, solo []judgment.Sample) {
+	sample := func(r *probe.Result, expect int) judgment.Sample {
+		switch {
+		case r == nil || r.Lost():
+			return judgment.Sample{Lost: true}
+		default:
+			return judgment.Sample{Failed: bad(r, expect), Latency: r.Latency}
 		}
-		s.Codes[o.status]++
 	}
-	if s.Latency == nil {
-		s.Latency = histogram{}
+	at := func(si, round int) *probe.Result {
+		if round < len(m.res[si]) {
+			return m.res[si][round]
+		}
+		return nil
 	}
-	s.Latency.add(o.latency)
+	for round := range rounds {
+		for ri, p := range m.reqs {
+			for j := range m.newN {
+				c := at(m.index(streamNew, j, ri), round)
+				cs := sample(c, p.ExpectStatus)
+				if m.baseN == 0 {
+					solo = append(solo, cs)
+					continue
+				}
+				s := at(m.index(streamBase, (j+round)%m.baseN, ri), round)
+				ss := sample(s, p.ExpectStatus)
+				if p.ExpectStatus == 0 && !cs.Lost && !ss.Lost && !cs.Failed && !ss.Failed && c.Status/100 != s.Status/100 {
+					cs.Failed = true
+				}
+				pairs = append(pairs, judgment.Pair{Canary: cs, Stable: ss})
+			}
+		}
+	}
+	return pairs, solo
 }
 
-// verifyProgress is Verify's heartbeat: everything measured so far, so a retry resumes.
-type verifyProgress struct {
-	New         side           `json:"new"`
-	Base        side           `json:"base"`
-	Elapsed     time.Duration  `json:"elapsed"`
-	HealthFails map[string]int `json:"health_fails,omitempty"`
-	Fatal       string         `json:"fatal,omitempty"`
-	ProbedFrom  string         `json:"probed_from,omitempty"`
+// policyOf turns a service's verification policy into judgment's. The false-failure budget
+// (1 − confidence) is shared by the early check and the final verdict.
+func policyOf(v spec.Verification, slack time.Duration) judgment.Policy {
+	alpha := 1 - v.Confidence
+	if v.Confidence <= 0 || v.Confidence >= 1 {
+		alpha = 1 - spec.DefaultConfidence
+	}
+	return judgment.Policy{
+		Alpha:        alpha / 2,
+		MaxErrorRate: v.MaxErrorRate,
+		MaxP95:       v.MaxP95Latency.D(),
+		P95Ratio:     v.MaxLatencyRatio,
+		LatencySlack: slack,
+		MinPairs:     v.MinSamples,
+	}
 }
 
 // Verify probes the new replicas and the baseline (stable) replicas with the same requests
 // at the same moments, every Interval for Duration, and returns a verdict with its
 // evidence. The probes run next to the replicas, on their own engine (Engine.Probe: a probe
 // container on the environment network), or from the worker for a cluster with probes:
-// direct; the evidence says which. The verdict is never "passed" on missing data: fewer
-// samples than MinSamples, or probes that could not be taken, make it inconclusive. It
-// fails on an error rate above MaxErrorRate, a p95 above MaxP95Latency, a p95 above
-// MaxLatencyRatio × the baseline p95 (and at least Options.LatencyRatioFloor above it), or
-// a new replica that stops running or fails its health check during the verification. An
+// direct; the evidence says which.
+//
+// The verdict is judgment's (see docs/spec.md, "How a verdict is reached"): with a
+// baseline, canary against stable pair by pair (errors and slow answers with exact tests,
+// latency distributions, p95 ratio, ceilings); without one (a first release, or every old
+// replica stopped), absolute ceilings only, and the reason says so. While the window runs,
+// an anytime-valid check fails a clearly bad canary early; nothing passes early. A new
+// replica that stops running, or fails its health check Retries times in a row, fails at
+// once. Missing data is never a pass: too few pairs, or too many lost, is inconclusive. An
 // error means the verification itself could not run (the engine or its prober did not
 // answer: a retryable error naming the cluster and the engine), never a pass.
 func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (workflows.Verdict, error) {
@@ -167,11 +221,21 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 		return workflows.Verdict{}, err
 	}
 	where := fmt.Sprintf("on cluster %s (engine %s)", in.Target.Cluster, in.Target.EngineEndpoint().Display())
-	var prog verifyProgress
-	resume(ctx, &prog)
-	if prog.HealthFails == nil {
-		prog.HealthFails = map[string]int{}
+	network := in.Target.Network()
+	finish := func(verdict workflows.Verdict) (workflows.Verdict, error) {
+		verdict.Service, verdict.Cluster, verdict.Stage, verdict.At = in.Service, in.Target.Cluster, in.Stage, time.Now().UTC()
+		verdict.Evidence.ProbedFrom = e.ProbeSite(network)
+		logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason, "probed_from", verdict.Evidence.ProbedFrom)
+		return verdict, nil
 	}
+	var prev verifyProgress
+	if resume(ctx, &prev) && prev.Fatal != "" {
+		return finish(workflows.Verdict{Result: workflows.VerdictFailed, Reason: prev.Fatal, Evidence: workflows.Evidence{Targets: len(in.New), BaselineTargets: len(in.Baseline)}})
+	}
+	if len(in.New) == 0 {
+		return finish(workflows.Verdict{Result: workflows.VerdictInconclusive, Reason: "no new replica to verify"})
+	}
+	prog := verifyProgress{ProbedFrom: e.ProbeSite(network)}
 	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
 	defer hb.close()
 
@@ -191,97 +255,81 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	for _, c := range live {
 		byName[c.Name] = c
 	}
+	addr := func(name string) string {
+		if c, ok := byName[name]; ok && c.Running() {
+			return c.Address
+		}
+		return ""
+	}
 
 	// The job: every request to every new and every baseline replica, plus the health path
-	// on the new ones, all fired together every Interval (so both sides of the comparison
-	// see the same moments).
-	type streamOf struct {
-		side   *side
-		name   string // the replica
-		req    int    // index into v.Requests; -1: the health check
-		health bool
+	// on the new ones, all fired together every Interval, so both sides of a comparison see
+	// the same moments, from the same place.
+	m := &measurement{reqs: v.Requests, newN: len(in.New), baseN: len(in.Baseline), status: map[int]int{}}
+	job := probe.Job{Interval: v.Interval.D(), Duration: v.Duration.D(), DialTimeout: a.opts.DialTimeout}
+	for _, n := range in.New {
+		job.Targets = append(job.Targets, addr(n))
 	}
-	var (
-		job     = probe.Job{Interval: v.Interval.D(), Duration: v.Duration.D() - prog.Elapsed, DialTimeout: a.opts.DialTimeout}
-		streams []streamOf
-		targets = map[string]int{}
-	)
-	target := func(name string, needRunning bool) int {
-		if i, ok := targets[name]; ok {
-			return i
-		}
-		addr := ""
-		if c, ok := byName[name]; ok && (!needRunning || c.Running()) {
-			addr = c.Address
-		}
-		targets[name] = len(job.Targets)
-		job.Targets = append(job.Targets, addr)
-		return targets[name]
+	for _, n := range in.Baseline {
+		job.Targets = append(job.Targets, addr(n))
 	}
-	for i, p := range v.Requests {
+	for ri, p := range v.Requests {
 		job.Requests = append(job.Requests, probeRequest(p))
-		for _, n := range in.New {
-			job.Streams = append(job.Streams, probe.Stream{Target: target(n, false), Request: i})
-			streams = append(streams, streamOf{side: &prog.New, name: n, req: i})
+		for j := range in.New {
+			job.Streams = append(job.Streams, probe.Stream{Target: j, Request: ri})
+			m.streams = append(m.streams, stream{kind: streamNew, replica: j, req: ri})
 		}
-		for _, n := range in.Baseline {
-			job.Streams = append(job.Streams, probe.Stream{Target: target(n, true), Request: i})
-			streams = append(streams, streamOf{side: &prog.Base, name: n, req: i})
+		for j := range in.Baseline {
+			job.Streams = append(job.Streams, probe.Stream{Target: len(in.New) + j, Request: ri})
+			m.streams = append(m.streams, stream{kind: streamBase, replica: j, req: ri})
 		}
 	}
 	if in.HealthPath != "" {
 		job.Requests = append(job.Requests, probe.Request{Path: in.HealthPath, Timeout: spec.DefaultHealthTimeout})
-		for _, n := range in.New {
-			job.Streams = append(job.Streams, probe.Stream{Target: target(n, false), Request: len(job.Requests) - 1})
-			streams = append(streams, streamOf{name: n, req: -1, health: true})
+		for j := range in.New {
+			job.Streams = append(job.Streams, probe.Stream{Target: j, Request: len(job.Requests) - 1})
+			m.streams = append(m.streams, stream{kind: streamHealth, replica: j})
 		}
 	}
-	start := time.Now().Add(-prog.Elapsed)
-	network := in.Target.Network()
-	prog.ProbedFrom = e.ProbeSite(network)
+	m.res = make([][]*probe.Result, len(m.streams))
+	healthFails := make([]int, len(in.New))
+	pol := policyOf(v, a.opts.LatencyRatioFloor)
+	start := time.Now()
 
-	var mu sync.Mutex // guards prog while results arrive
-	fatal := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return prog.Fatal
-	}
+	var mu sync.Mutex // guards m, healthFails and prog while results arrive
 	pctx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	probeDone := make(chan error, 1)
-	if job.Duration <= 0 {
-		// A previous attempt measured the whole window (its heartbeat says so): judge that.
-		probeDone <- nil
-	} else {
-		go func() {
-			probeDone <- e.Probe(pctx, network, job, func(r probe.Result) {
-				st := streams[r.S]
-				mu.Lock()
-				defer mu.Unlock()
-				if !st.health {
-					st.side.record(outcomeOf(r, v.Requests[st.req]))
-					return
+	go func() {
+		probeDone <- e.Probe(pctx, network, job, func(r probe.Result) {
+			mu.Lock()
+			defer mu.Unlock()
+			prog.Results++
+			st := m.streams[r.S]
+			if st.kind != streamHealth {
+				m.add(r)
+				return
+			}
+			switch {
+			case r.Lost(): // judged by the request probes (lost pairs), not here
+			case bad(&r, 0) || r.Status >= 400:
+				healthFails[st.replica]++
+				if healthFails[st.replica] >= retries && prog.Fatal == "" {
+					prog.Fatal = fmt.Sprintf("new replica %s failed its health check (%s) %d times in a row", in.New[st.replica], in.HealthPath, healthFails[st.replica])
 				}
-				o := outcomeOf(r, spec.Probe{})
-				switch {
-				case o.unreachable: // judged by the request probes (inconclusive), not here
-				case o.failed:
-					prog.HealthFails[st.name]++
-					if prog.HealthFails[st.name] >= retries && prog.Fatal == "" {
-						prog.Fatal = fmt.Sprintf("new replica %s failed its health check (%s) %d times in a row", st.name, in.HealthPath, prog.HealthFails[st.name])
-					}
-				default:
-					prog.HealthFails[st.name] = 0
-				}
-			})
-		}()
-	}
+			default:
+				healthFails[st.replica] = 0
+			}
+		})
+	}()
 
 	ticker := time.NewTicker(listEvery)
 	defer ticker.Stop()
-	var probeErr error
-	running := true
-	for running && fatal() == "" {
+	var (
+		probeErr error
+		early    *judgment.Result
+	)
+	for running := true; running; {
 		select {
 		case <-ctx.Done():
 			<-probeDone
@@ -318,111 +366,73 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 				prog.Fatal = fmt.Sprintf("new replica %s turned unhealthy (failed its health check)", n)
 			}
 		}
-		prog.Elapsed = time.Since(start)
-		snap := cloneProgress(prog)
+		// An anytime-valid look at the pairs so far: a clearly bad canary fails now.
+		if prog.Fatal == "" && m.baseN > 0 {
+			pairs, _ := m.samples(m.rounds(true))
+			if res, failed := judgment.Early(pol, pairs); failed {
+				early = &res
+			}
+		}
+		prog.Rounds, prog.Elapsed = m.rounds(false), time.Since(start)
+		snap := prog
 		mu.Unlock()
 		hb.set(ctx, snap)
-	}
-	if running {
-		stopProbes() // a replica failed: no need to measure on
-		<-probeDone
+		if snap.Fatal != "" || early != nil {
+			stopProbes() // decided: no need to measure on
+			<-probeDone
+			running = false
+		}
 	}
 	if ctx.Err() != nil {
 		return workflows.Verdict{}, ctx.Err()
 	}
-	if probeErr != nil && fatal() == "" {
+	mu.Lock()
+	defer mu.Unlock()
+	if probeErr != nil && prog.Fatal == "" && early == nil {
 		// The prober could not run (engine gone, probe image refused...): retry per policy,
 		// never a verdict on what was measured so far.
 		return workflows.Verdict{}, classify("verify "+in.Service+" "+where, probeErr)
 	}
-	mu.Lock()
-	prog.Elapsed = time.Since(start)
-	final := cloneProgress(prog)
-	mu.Unlock()
-	verdict := judge(v, final, len(in.New), len(in.Baseline), a.opts.LatencyRatioFloor)
-	verdict.Service, verdict.Cluster, verdict.Stage, verdict.At = in.Service, in.Target.Cluster, in.Stage, time.Now().UTC()
-	verdict.Evidence.ProbedFrom = final.ProbedFrom
-	logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason, "probed_from", final.ProbedFrom)
-	return verdict, nil
+	verdict := m.verdict(pol, prog.Fatal, early)
+	return finish(verdict)
 }
 
-func cloneProgress(p verifyProgress) verifyProgress {
-	c := p
-	c.New.Codes, c.Base.Codes = cloneMap(p.New.Codes), cloneMap(p.Base.Codes)
-	c.New.Latency, c.Base.Latency = histogram(cloneMap(p.New.Latency)), histogram(cloneMap(p.Base.Latency))
-	c.HealthFails = cloneMap(p.HealthFails)
-	return c
-}
-
-func cloneMap[K comparable](m map[K]int) map[K]int {
-	if m == nil {
-		return nil
+// verdict judges a finished (or decided) measurement.
+func (m *measurement) verdict(pol judgment.Policy, fatal string, early *judgment.Result) workflows.Verdict {
+	var res judgment.Result
+	switch {
+	case early != nil:
+		res = *early
+	case m.baseN > 0:
+		pairs, _ := m.samples(m.rounds(false))
+		res = judgment.Compare(pol, pairs)
+	default:
+		_, solo := m.samples(m.rounds(false))
+		res = judgment.Absolute(pol, solo)
 	}
-	out := make(map[K]int, len(m))
-	for k, v := range m {
-		out[k] = v
+	ev := workflows.Evidence{
+		Samples: res.Canary.N, Errors: res.Canary.Errors, ErrorRate: res.Canary.ErrorRate,
+		P50: res.Canary.P50, P95: res.Canary.P95, P99: res.Canary.P99,
+		StatusCodes: m.status, Unreachable: res.Lost,
+		Targets: m.newN, BaselineTargets: m.baseN, MinSamples: pol.MinPairs,
+		Rule: res.Rule, Baseline: res.Baseline, Statistics: &res,
+	}
+	if res.Baseline {
+		ev.BaselineSamples, ev.BaselineErrors, ev.BaselineP95 = res.Stable.N, res.Stable.ErrorRate, res.Stable.P95
+	}
+	out := workflows.Verdict{Evidence: ev, Reason: res.Reason}
+	switch {
+	case fatal != "":
+		out.Result, out.Reason = workflows.VerdictFailed, fatal
+	case res.Outcome == judgment.Failed:
+		out.Result = workflows.VerdictFailed
+		if early != nil {
+			out.Reason = "failed early, after " + fmt.Sprint(res.Pairs) + " pairs: " + res.Reason
+		}
+	case res.Outcome == judgment.Passed:
+		out.Result = workflows.VerdictPassed
+	default:
+		out.Result = workflows.VerdictInconclusive
 	}
 	return out
-}
-
-// judge turns measurements into a verdict. Order matters: a replica that died or turned
-// unhealthy fails; then too few samples is inconclusive (nothing else can be said); then
-// the error rate and latency thresholds fail; then any probe that could not run (on the new
-// side, or on the baseline when a comparison is asked for) is inconclusive; else passed.
-func judge(v spec.Verification, p verifyProgress, newTargets, baseTargets int, floor time.Duration) workflows.Verdict {
-	n, b := p.New, p.Base
-	ev := workflows.Evidence{
-		Samples: n.Responses, Errors: n.Errors, StatusCodes: n.Codes, Unreachable: n.Unreachable,
-		P50: n.Latency.percentile(50), P95: n.Latency.percentile(95),
-		BaselineSamples: b.Responses, BaselineUnreachable: b.Unreachable, BaselineP95: b.Latency.percentile(95),
-		Targets: newTargets, BaselineTargets: baseTargets, MinSamples: v.MinSamples,
-	}
-	if n.Responses > 0 {
-		ev.ErrorRate = float64(n.Errors) / float64(n.Responses)
-	}
-	if b.Responses > 0 {
-		ev.BaselineErrors = float64(b.Errors) / float64(b.Responses)
-	}
-	out := workflows.Verdict{Evidence: ev}
-	verdict := func(r workflows.VerdictResult, format string, args ...any) workflows.Verdict {
-		out.Result, out.Reason = r, fmt.Sprintf(format, args...)
-		return out
-	}
-	if p.Fatal != "" {
-		return verdict(workflows.VerdictFailed, "%s", p.Fatal)
-	}
-	if newTargets == 0 {
-		return verdict(workflows.VerdictInconclusive, "no new replica to verify")
-	}
-	if n.Responses < v.MinSamples {
-		return verdict(workflows.VerdictInconclusive, "only %d samples of the new version, %d needed (%d probes could not run)", n.Responses, v.MinSamples, n.Unreachable)
-	}
-	if ev.ErrorRate > v.MaxErrorRate {
-		return verdict(workflows.VerdictFailed, "error rate %.1f%% above the %.1f%% allowed (%d of %d requests; stable: %.1f%%)",
-			100*ev.ErrorRate, 100*v.MaxErrorRate, n.Errors, n.Responses, 100*ev.BaselineErrors)
-	}
-	if v.MaxP95Latency > 0 && ev.P95 > v.MaxP95Latency.D() {
-		return verdict(workflows.VerdictFailed, "p95 latency %s above the %s allowed", ev.P95, v.MaxP95Latency)
-	}
-	compare := v.MaxLatencyRatio > 0 && baseTargets > 0
-	if compare {
-		if b.Responses < v.MinSamples {
-			return verdict(workflows.VerdictInconclusive, "only %d samples of the stable version to compare with, %d needed (%d probes could not run)", b.Responses, v.MinSamples, b.Unreachable)
-		}
-		limit := time.Duration(float64(ev.BaselineP95) * v.MaxLatencyRatio)
-		if ev.P95 > limit && ev.P95-ev.BaselineP95 >= floor {
-			return verdict(workflows.VerdictFailed, "p95 latency %s is %.1f× the stable p95 %s (at most %.1f× allowed)",
-				ev.P95, float64(ev.P95)/float64(max(ev.BaselineP95, time.Microsecond)), ev.BaselineP95, v.MaxLatencyRatio)
-		}
-	}
-	if n.Unreachable > 0 {
-		return verdict(workflows.VerdictInconclusive, "%d of %d probes of the new version could not run", n.Unreachable, n.Attempts)
-	}
-	if compare && b.Unreachable > 0 {
-		return verdict(workflows.VerdictInconclusive, "%d of %d probes of the stable version could not run", b.Unreachable, b.Attempts)
-	}
-	if baseTargets == 0 {
-		return verdict(workflows.VerdictPassed, "%d samples, error rate %.1f%%, p95 %s (no stable replica left to compare with)", n.Responses, 100*ev.ErrorRate, ev.P95)
-	}
-	return verdict(workflows.VerdictPassed, "%d samples, error rate %.1f%%, p95 %s (stable: %d samples, p95 %s)", n.Responses, 100*ev.ErrorRate, ev.P95, b.Responses, ev.BaselineP95)
 }

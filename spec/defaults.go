@@ -9,27 +9,37 @@ import (
 // Built-in defaults, applied by ApplyDefaults after a service's own fields and the
 // environment's defaults: block. docs/spec.md lists each with its field.
 const (
-	DefaultReplicas             = 1
-	DefaultCanaryReplicas       = 1
-	DefaultSoak                 = 30 * time.Second
-	DefaultApprovalTimeout      = 30 * time.Minute
-	DefaultOnTimeout            = OnTimeoutRollback
-	DefaultHealthInterval       = 2 * time.Second
-	DefaultHealthTimeout        = 2 * time.Second
-	DefaultHealthRetries        = 3
-	DefaultHealthDeadline       = 60 * time.Second
-	DefaultBatchSize            = 1
-	DefaultVerificationInterval = 250 * time.Millisecond
+	DefaultReplicas        = 1
+	DefaultCanaryReplicas  = 1
+	DefaultSoak            = 30 * time.Second
+	DefaultApprovalTimeout = 30 * time.Minute
+	DefaultOnTimeout       = OnTimeoutRollback
+	DefaultHealthInterval  = 2 * time.Second
+	DefaultHealthTimeout   = 2 * time.Second
+	DefaultHealthRetries   = 3
+	DefaultHealthDeadline  = 60 * time.Second
+	DefaultBatchSize       = 1
+	// DefaultVerificationInterval: every replica gets each request 100 times a second, so a
+	// 10 s window holds 1,000 pairs per canary replica: enough to tell 5 % errors from 0.5 %
+	// at the default confidence (see docs/spec.md, "How a verdict is reached").
+	DefaultVerificationInterval = 10 * time.Millisecond
 	DefaultVerificationDuration = 10 * time.Second
-	DefaultMinSamples           = 10
-	DefaultMaxErrorRate         = 0.01
-	DefaultProbeMethod          = "GET"
-	DefaultProbePath            = "/"
-	DefaultExpectStatus         = 200
-	DefaultProbeTimeout         = 2 * time.Second
-	DefaultScope                = ScopeRelease
-	DefaultKeepPrevious         = KeepRunning
-	DefaultScaleFactor          = 1
+	// DefaultMinSamples is the fewest valid canary/stable pairs (samples, without stable) a
+	// verdict needs; below it the verdict is inconclusive.
+	DefaultMinSamples      = 700
+	DefaultMaxErrorRate    = 0.01
+	DefaultConfidence      = 0.999
+	DefaultMaxLatencyRatio = 1.5
+	DefaultProbeMethod     = "GET"
+	DefaultProbePath       = "/"
+	// DefaultExpectStatus is what load tests expect of a request that names no status.
+	// Verification requests have no default: without one, the canary must answer like
+	// stable (same status class, no 5xx, no transport error).
+	DefaultExpectStatus = 200
+	DefaultProbeTimeout = 2 * time.Second
+	DefaultScope        = ScopeRelease
+	DefaultKeepPrevious = KeepRunning
+	DefaultScaleFactor  = 1
 )
 
 // ApplyDefaults completes an Environment so the workflow sees every policy spelled out:
@@ -81,8 +91,6 @@ func ApplyDefaults(env *Environment) {
 		if len(lt.Clusters) == 0 && ok {
 			lt.Clusters = slices.Clone(svc.Clusters)
 		}
-		// Not the verification requests: those default to the health path, and a load
-		// test of /healthz would pass a version that is slow or failing on real traffic.
 		if len(lt.Requests) == 0 {
 			lt.Requests = []Probe{{Path: DefaultProbePath}}
 		}
@@ -164,6 +172,7 @@ func inheritDefaults(s *Service, d *ServiceDefaults) {
 			setIfZero(&v.MaxErrorRate, dv.MaxErrorRate)
 			setIfZero(&v.MaxP95Latency, dv.MaxP95Latency)
 			setIfZero(&v.MaxLatencyRatio, dv.MaxLatencyRatio)
+			setIfZero(&v.Confidence, dv.Confidence)
 		}
 	}
 	if d.Rollback != nil {
@@ -216,20 +225,21 @@ func builtinDefaults(env *Environment, s *Service) {
 	if s.Port == 0 {
 		v.Skip = true // nothing to send HTTP requests to; health checks still apply
 	}
+	// Real routes, never the health path alone: a version can pass its health check and
+	// fail every request.
 	if len(v.Requests) == 0 && s.Port != 0 {
-		p := DefaultProbePath
-		if s.Health.HTTPPath != "" {
-			p = s.Health.HTTPPath
-		}
-		v.Requests = []Probe{{Path: p}}
+		v.Requests = []Probe{{Path: DefaultProbePath}}
 	}
 	for j := range v.Requests {
-		probeDefaults(&v.Requests[j])
+		setIfZero(&v.Requests[j].Method, DefaultProbeMethod)
+		setIfZero(&v.Requests[j].Timeout, Duration(DefaultProbeTimeout))
 	}
 	setIfZero(&v.Interval, Duration(DefaultVerificationInterval))
 	setIfZero(&v.Duration, Duration(DefaultVerificationDuration))
 	setIfZero(&v.MinSamples, DefaultMinSamples)
 	setIfZero(&v.MaxErrorRate, DefaultMaxErrorRate)
+	setIfZero(&v.Confidence, DefaultConfidence)
+	setIfZero(&v.MaxLatencyRatio, DefaultMaxLatencyRatio)
 
 	if s.Rollback == nil {
 		s.Rollback = &Rollback{}

@@ -27,9 +27,10 @@ func TestBuiltinDefaults(t *testing.T) {
 			Approval: &Approval{Timeout: Duration(30 * time.Minute), OnTimeout: OnTimeoutRollback}},
 		Rollout: &Rollout{BatchSize: 1},
 		// No port: nothing to probe over HTTP.
-		Verification: &Verification{Skip: true, Interval: Duration(250 * time.Millisecond), Duration: Duration(10 * time.Second),
-			MinSamples: 10, MaxErrorRate: 0.01},
-		Rollback: &Rollback{Scope: ScopeRelease, KeepPrevious: KeepRunning},
+		Verification: &Verification{Skip: true, Interval: Duration(10 * time.Millisecond), Duration: Duration(10 * time.Second),
+			MinSamples: 700, MaxErrorRate: 0.01, Confidence: 0.999, MaxLatencyRatio: 1.5},
+		Rollback:  &Rollback{Scope: ScopeRelease, KeepPrevious: KeepRunning},
+		StopGrace: Duration(10 * time.Second),
 	}
 	if !reflect.DeepEqual(s, want) {
 		a, _ := json.MarshalIndent(s, "", " ")
@@ -51,10 +52,13 @@ load_tests:
 	probe := func(p string) []Probe {
 		return []Probe{{Path: p, Method: "GET", ExpectStatus: 200, Timeout: Duration(2 * time.Second)}}
 	}
-	if got := env.Services[0].Verification.Requests; !reflect.DeepEqual(got, probe("/")) {
+	// Verification probes a real route, never the health path alone, and expects the new
+	// version to answer like stable (no expect_status).
+	verify := []Probe{{Path: "/", Method: "GET", Timeout: Duration(2 * time.Second)}}
+	if got := env.Services[0].Verification.Requests; !reflect.DeepEqual(got, verify) {
 		t.Errorf("plain requests = %+v", got)
 	}
-	if got := env.Services[1].Verification.Requests; !reflect.DeepEqual(got, probe("/healthz")) {
+	if got := env.Services[1].Verification.Requests; !reflect.DeepEqual(got, verify) {
 		t.Errorf("healthy requests = %+v", got)
 	}
 	if env.Services[0].Verification.Skip {

@@ -244,24 +244,33 @@ type Rollout struct {
 	Pause Duration `yaml:"pause,omitempty" json:"pause,omitempty"`
 }
 
-// Verification is how a new version is judged: probes on every new replica (and on the
-// stable ones for comparison) for Duration, at Interval.
+// Verification is how a new version is judged: every request sent to every new replica and
+// to the stable ones at the same moments, every Interval for Duration, and the two sides
+// compared with statistical tests (docs/spec.md, "How a verdict is reached").
 type Verification struct {
-	// Requests are the HTTP probes; default one GET of health.http_path, or of /.
+	// Requests are the HTTP probes; default one GET of /. Without expect_status, the new
+	// version must answer like stable on the same request.
 	Requests []Probe `yaml:"requests,omitempty" json:"requests,omitempty"`
-	// Interval between two rounds of probes.
+	// Interval between two rounds of probes: each replica gets each request once per
+	// interval (default 10ms: 100 requests/s per replica).
 	Interval Duration `yaml:"interval,omitempty" json:"interval,omitempty"`
-	// Duration of one verification.
+	// Duration of one verification after a batch (the canary's is canary.soak).
 	Duration Duration `yaml:"duration,omitempty" json:"duration,omitempty"`
-	// MinSamples below which the verdict is inconclusive, never passed.
+	// MinSamples is the fewest valid canary/stable pairs (samples, without a stable
+	// version) a verdict needs; below it the verdict is inconclusive, never passed.
 	MinSamples int `yaml:"min_samples,omitempty" json:"min_samples,omitempty" jsonschema:"minimum=1"`
-	// MaxErrorRate is the highest tolerated share of failed probes, 0..1 (0 itself cannot be
+	// MaxErrorRate is a ceiling on the new version's error rate, 0..1, tested (the rate must
+	// be significantly above it), on top of the comparison with stable (0 itself cannot be
 	// written: it means unset).
 	MaxErrorRate float64 `yaml:"max_error_rate,omitempty" json:"max_error_rate,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1"`
-	// MaxP95Latency is an absolute latency ceiling for the new version.
+	// MaxP95Latency is an absolute latency ceiling for the new version (default none).
 	MaxP95Latency Duration `yaml:"max_p95_latency,omitempty" json:"max_p95_latency,omitempty"`
-	// MaxLatencyRatio compares new p95 against stable p95 on the same requests (e.g. 1.5).
+	// MaxLatencyRatio: the new p95 may be at most this × the stable p95 (plus 25ms) on the
+	// same requests (default 1.5).
 	MaxLatencyRatio float64 `yaml:"max_latency_ratio,omitempty" json:"max_latency_ratio,omitempty" jsonschema:"minimum=1"`
+	// Confidence of a failed verdict: the chance that a version no worse than stable is
+	// failed is at most 1 − confidence (default 0.999).
+	Confidence float64 `yaml:"confidence,omitempty" json:"confidence,omitempty" jsonschema:"exclusiveMinimum=0.5,exclusiveMaximum=1"`
 	// Skip turns verification off (health checks still apply).
 	Skip bool `yaml:"skip,omitempty" json:"skip,omitempty"`
 }
@@ -275,6 +284,8 @@ type Probe struct {
 	// Headers are sent with the request.
 	Headers map[string]string `yaml:"headers,omitempty" json:"headers,omitempty"`
 	// ExpectStatus is the status a good answer has; any other status counts as an error.
+	// Unset in verification: the new version must answer like stable (same status class,
+	// never a 5xx stable does not give); unset in a load test: 200.
 	ExpectStatus int `yaml:"expect_status,omitempty" json:"expect_status,omitempty" jsonschema:"minimum=100,maximum=599"`
 	// Timeout of one request; a timeout counts as an error.
 	Timeout Duration `yaml:"timeout,omitempty" json:"timeout,omitempty"`

@@ -31,6 +31,11 @@ func Parse(filename string, data []byte) (*Environment, error) {
 		return nil, d.errs.sorted()
 	}
 	ApplyDefaults(env)
+	v := &validator{file: filename, pos: d.pos, bad: d.bad}
+	v.sampleBudget(env)
+	if len(v.errs) > 0 {
+		return nil, v.errs.sorted()
+	}
 	return env, nil
 }
 

@@ -93,7 +93,34 @@ type validator struct {
 func (env *Environment) Validate() error {
 	v := &validator{}
 	v.environment(env)
+	v.sampleBudget(env)
 	return v.errs.sorted().orNil()
+}
+
+// sampleBudget checks, on the defaulted spec, that every verification window can reach its
+// min_samples: a window of D at interval I sends D/I requests to each replica. A window that
+// cannot would only ever give inconclusive verdicts. Unset fields are skipped.
+func (v *validator) sampleBudget(env *Environment) {
+	for i, s := range env.Services {
+		vf := s.Verification
+		if vf == nil || vf.Skip || vf.Interval <= 0 || vf.MinSamples <= 0 {
+			continue
+		}
+		p := fmt.Sprintf("services[%d]", i)
+		check := func(field string, window Duration, what string) {
+			if window <= 0 {
+				return
+			}
+			if n := int(window.D() / vf.Interval.D()); n < vf.MinSamples {
+				v.errorf(field, "%s of %s at verification.interval %s sends %d requests per replica, fewer than verification.min_samples %d: the verdict could never be reached (lengthen it, shorten the interval, or lower min_samples)",
+					what, window, vf.Interval, n, vf.MinSamples)
+			}
+		}
+		check(p+".verification.duration", vf.Duration, "a verification window")
+		if s.Canary != nil && !s.Canary.Skip {
+			check(p+".canary.soak", s.Canary.Soak, "the canary soak")
+		}
+	}
 }
 
 // parentPath strips the last segment of a field path.
@@ -602,6 +629,11 @@ func (v *validator) verification(p string, vf *Verification) {
 	v.atLeast(p+".min_samples", vf.MinSamples, 1)
 	v.rate(p+".max_error_rate", vf.MaxErrorRate)
 	v.durationNonNegative(p+".max_p95_latency", vf.MaxP95Latency)
+	if vf.Confidence != 0 || v.present(p+".confidence") {
+		if !(vf.Confidence > 0.5 && vf.Confidence < 1) {
+			v.errorf(p+".confidence", "confidence must be between 0.5 and 1 (e.g. 0.999), got %g", vf.Confidence)
+		}
+	}
 	if vf.MaxLatencyRatio != 0 || v.present(p+".max_latency_ratio") {
 		if vf.MaxLatencyRatio < 1 {
 			v.errorf(p+".max_latency_ratio", "max_latency_ratio must be at least 1 (new p95 / stable p95), got %g", vf.MaxLatencyRatio)

@@ -7,6 +7,7 @@ package workflows
 import (
 	"time"
 
+	"github.com/slipwayhq/slipway/judgment"
 	"github.com/slipwayhq/slipway/spec"
 )
 
@@ -128,6 +129,7 @@ type Evidence struct {
 	ErrorRate      float64       `json:"error_rate"`
 	P50            time.Duration `json:"p50"`
 	P95            time.Duration `json:"p95"`
+	P99            time.Duration `json:"p99,omitempty"`
 	BaselineP95    time.Duration `json:"baseline_p95,omitempty"`
 	BaselineErrors float64       `json:"baseline_error_rate,omitempty"`
 	StatusCodes    map[int]int   `json:"status_codes,omitempty"`
@@ -145,6 +147,13 @@ type Evidence struct {
 	// ProbedFrom says where the probes ran and latency was measured: on the replicas' own
 	// engine (a probe container on their network), or from the worker (probes: direct).
 	ProbedFrom string `json:"probed_from,omitempty"`
+	// Rule is the rule that decided, in words; Baseline is false when the verdict was
+	// judged on absolute thresholds only (no stable version to compare with).
+	Rule     string `json:"rule,omitempty"`
+	Baseline bool   `json:"baseline"`
+	// Statistics is the whole judgment: both sides' counts, error rates and percentiles,
+	// every test with its statistic, p-value and threshold.
+	Statistics *judgment.Result `json:"statistics,omitempty"`
 }
 
 // Verdict of one verification.
