@@ -316,6 +316,9 @@ func claimSlot(isolated bool) (*daemon, error) {
 				_, err = d.ip("link", "add", "name", bridge, "type", "bridge")
 			}
 		}
+		if err == nil && !isolated {
+			err = forwardRules(idx, true)
+		}
 		if err == nil {
 			_, err = d.ip("addr", "add", fmt.Sprintf("10.199.%d.1/24", idx), "dev", bridge)
 		}
@@ -561,6 +564,9 @@ func cleanupSlot(idx int) error {
 	if err := os.RemoveAll(dir); err != nil {
 		errs = append(errs, err)
 	}
+	if err := forwardRules(idx, false); err != nil {
+		errs = append(errs, err)
+	}
 	bridgeNet, poolNet := slotNets(idx)
 	pool := mustCIDR(poolNet)
 	if out, err := ipCmd("-o", "-4", "addr", "show"); err == nil {
@@ -736,4 +742,38 @@ func mustCIDR(s string) *net.IPNet {
 		panic(err)
 	}
 	return n
+}
+
+// forwardRules adds (or removes) the host firewall rules that let the containers of a
+// second daemon in the host's namespace talk to each other on its bridges. That daemon runs
+// with --iptables=false, and with br_netfilter bridged traffic passes the host's FORWARD
+// chain, whose policy the default engine sets to DROP: without an ACCEPT for the slot's
+// networks, a probe container could not reach a replica on the same network. The rules
+// carry a comment naming the slot; removing absent rules is success, and without iptables
+// there is nothing to do.
+func forwardRules(idx int, add bool) error {
+	if _, err := exec.LookPath("iptables"); err != nil {
+		return nil
+	}
+	chain := "DOCKER-USER"
+	if exec.Command("iptables", "-n", "-L", chain).Run() != nil {
+		chain = "FORWARD"
+	}
+	bridgeNet, poolNet := slotNets(idx)
+	comment := fmt.Sprintf("slipway-testenv-%d", idx)
+	for _, n := range []string{bridgeNet, poolNet} {
+		rule := []string{chain, "-s", n, "-d", n, "-m", "comment", "--comment", comment, "-j", "ACCEPT"}
+		if !add {
+			for exec.Command("iptables", append([]string{"-D"}, rule...)...).Run() == nil {
+			}
+			continue
+		}
+		if exec.Command("iptables", append([]string{"-C"}, rule...)...).Run() == nil {
+			continue
+		}
+		if out, err := exec.Command("iptables", append([]string{"-I"}, rule...)...).CombinedOutput(); err != nil {
+			return fmt.Errorf("iptables -I %s: %v: %s", strings.Join(rule, " "), err, out)
+		}
+	}
+	return nil
 }
