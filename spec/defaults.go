@@ -186,9 +186,17 @@ func inheritDefaults(s *Service, d *ServiceDefaults) {
 	}
 }
 
+// DefaultStopGrace is services[].stop_grace when unset: how long a replica that is stopped
+// gets between SIGTERM and SIGKILL. MaxStopGrace is the longest a spec may ask for.
+const (
+	DefaultStopGrace = 10 * time.Second
+	MaxStopGrace     = 5 * time.Minute
+)
+
 // builtinDefaults fills what neither the service nor the defaults block set.
 func builtinDefaults(env *Environment, s *Service) {
 	setIfZero(&s.Replicas, DefaultReplicas)
+	setIfZero(&s.StopGrace, Duration(DefaultStopGrace))
 	if len(s.Clusters) == 0 {
 		for _, c := range env.Clusters {
 			s.Clusters = append(s.Clusters, c.Name)

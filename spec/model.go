@@ -160,6 +160,11 @@ type Service struct {
 	Verification *Verification `yaml:"verification,omitempty" json:"verification,omitempty"`
 	// Rollback is the rollback policy.
 	Rollback *Rollback `yaml:"rollback,omitempty" json:"rollback,omitempty"`
+	// StopGrace is how long a replica gets to exit after SIGTERM whenever a release stops
+	// it (the previous version after a good release, replicas retired with keep_previous:
+	// stopped, new-version replicas a rollback stops); one still running then is killed
+	// (SIGKILL). Default 10s, at most 5m.
+	StopGrace Duration `yaml:"stop_grace,omitempty" json:"stop_grace,omitempty"`
 }
 
 // ImageRef is the full image reference of the service's version: repo:tag or repo@sha256:….

@@ -411,6 +411,10 @@ func (v *validator) service(env *Environment, i int, clusters, services, loadTes
 	v.rollout(p+".rollout", s.Rollout)
 	v.verification(p+".verification", s.Verification)
 	v.rollback(p+".rollback", s.Rollback)
+	v.durationNonNegative(p+".stop_grace", s.StopGrace)
+	if s.StopGrace.D() > MaxStopGrace {
+		v.errorf(p+".stop_grace", "stop_grace %s is longer than the %s allowed (how long a stopped replica gets between SIGTERM and SIGKILL)", s.StopGrace, MaxStopGrace)
+	}
 
 	// Clusters.
 	seen := map[string]bool{}
