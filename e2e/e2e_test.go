@@ -1,13 +1,14 @@
 // Package e2e runs the real Release workflow on the embedded Temporal server with the real
-// worker and the real Docker engine (two engines: the default one and a second daemon),
-// with the demo images. Nothing is faked here.
+// worker and the real Docker engines, with the demo images. Nothing is faked here. The second
+// cluster's engine runs in a network namespace of its own (testenv.IsolatedDaemon): the test
+// process and the worker reach it only through its API socket, never a container address,
+// as with an engine on another machine.
 package e2e
 
 import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,6 +28,7 @@ import (
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
 	"github.com/slipwayhq/slipway/internal/testenv"
+	"github.com/slipwayhq/slipway/probe"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/worker"
 	"github.com/slipwayhq/slipway/workflows"
@@ -98,7 +100,7 @@ func server(t testing.TB) *devserver.Server {
 }
 
 // fixture is one environment with clusters a (default engine, wave 1, canary) and, when
-// two, b (second daemon, wave 2).
+// two, b (an isolated engine the worker cannot route to, wave 2).
 type fixture struct {
 	t       testing.TB
 	env     string
@@ -114,7 +116,7 @@ func newFixture(t testing.TB, clusters int) *fixture {
 	f := &fixture{t: t, env: env, queue: "e2e-" + env, dialer: dockerengine.NewDialer(dockerengine.Options{})}
 	f.targets = append(f.targets, workflows.Target{Environment: env, Cluster: "a"})
 	if clusters > 1 {
-		f.targets = append(f.targets, workflows.Target{Environment: env, Cluster: "b", Endpoint: testenv.SecondDaemon(t)})
+		f.targets = append(f.targets, workflows.Target{Environment: env, Cluster: "b", Endpoint: testenv.IsolatedDaemon(t)})
 	}
 	server(t)
 	t.Cleanup(func() {
@@ -194,11 +196,8 @@ clusters:
     rollout:
       batch_size: 1
     verification:
-      requests:
-        - path: /
-      interval: 100ms
-      duration: 1s
-      min_samples: 8
+      duration: 2s
+      min_samples: 150
       max_error_rate: 0.05
       max_p95_latency: 200ms
       max_latency_ratio: 3
@@ -215,7 +214,12 @@ clusters:
 // release, through the real activities.
 func (f *fixture) seed(version string, mods ...func(*spec.Service)) {
 	f.t.Helper()
-	env := f.spec(version, mods...)
+	f.seedSpec(f.spec(version, mods...))
+}
+
+// seedSpec makes the spec's web service serve on every cluster without a release.
+func (f *fixture) seedSpec(env spec.Environment) {
+	f.t.Helper()
 	s, _ := env.Service("web")
 	var slots []int
 	for i := 0; i < s.Replicas; i++ {
@@ -296,33 +300,60 @@ func (f *fixture) requireServes(version string) map[string][]string {
 		}
 		require.Len(f.t, serving, 2, "replicas serving on %s", tg.Cluster)
 		for _, c := range serving {
-			require.Equal(f.t, version, answer(f.t, c.Address), "%s answers", c.Name)
+			require.Equal(f.t, version, f.answer(tg, c.Address), "%s answers", c.Name)
 		}
 	}
 	return others
 }
 
-// answer GETs / on a replica and returns the version it reports.
-func answer(t testing.TB, addr string) string {
-	t.Helper()
-	req, err := http.NewRequestWithContext(ctxT(t, 10*time.Second), http.MethodGet, "http://"+addr+"/", nil)
-	require.NoError(t, err)
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
+// answer GETs / on a replica and returns the version it reports. The request goes from a
+// probe container on the replica's own network, through the engine's API (the test process
+// cannot reach an isolated engine's containers).
+func (f *fixture) answer(tg workflows.Target, addr string) string {
+	f.t.Helper()
+	e, err := f.dialer.Dial(ctxT(f.t, time.Minute), tg.EngineEndpoint())
+	require.NoError(f.t, err)
+	var got []probe.Result
+	err = e.Probe(ctxT(f.t, time.Minute), tg.Network(), probe.Job{
+		Targets: []string{addr}, Requests: []probe.Request{{Path: "/", KeepBody: 1024}}, Streams: []probe.Stream{{}},
+		Interval: 10 * time.Millisecond, Rounds: 1,
+	}, func(r probe.Result) { got = append(got, r) })
+	require.NoError(f.t, err)
+	require.Len(f.t, got, 1)
+	require.Equal(f.t, http.StatusOK, got[0].Status, "%+v", got[0])
 	var r struct {
 		Version string `json:"version"`
 	}
-	require.NoError(t, json.Unmarshal(body, &r), string(body))
+	require.NoError(f.t, json.Unmarshal([]byte(got[0].Body), &r), got[0].Body)
 	return r.Version
+}
+
+// requireIsolated asserts that the test process cannot reach the replicas of the clusters
+// on an isolated engine: what the release does there, it does through the engine's API.
+func (f *fixture) requireIsolated() {
+	f.t.Helper()
+	n := 0
+	for _, tg := range f.targets {
+		if tg.Endpoint == "" {
+			continue // the default engine
+		}
+		for _, cs := range f.live(tg) {
+			for _, c := range cs {
+				if c.Address != "" {
+					testenv.AssertUnreachable(f.t, c.Address)
+					n++
+				}
+			}
+		}
+	}
+	require.Positive(f.t, n, "no replica on an isolated engine to check")
 }
 
 func TestGoodReleaseOnTwoClusters(t *testing.T) {
 	f := newFixture(t, 2)
 	f.startWorker()
 	f.seed("1.0.0")
+	f.requireIsolated()
 	st := f.wait(f.release("good", workflows.ReleaseInput{Spec: f.spec("1.1.0")}))
 
 	require.Equal(t, workflows.OutcomeSucceeded, st.Outcome, st.Reason)
@@ -337,8 +368,9 @@ func TestGoodReleaseOnTwoClusters(t *testing.T) {
 	}
 	require.Len(t, st.Verdicts, 7) // canary; a: 2 batches + wave; b: 2 batches + wave
 	for _, v := range st.Verdicts {
-		require.Equal(t, workflows.VerdictPassed, v.Result)
-		require.GreaterOrEqual(t, v.Evidence.Samples, 8)
+		require.Equal(t, workflows.VerdictPassed, v.Result, v.Reason)
+		require.GreaterOrEqual(t, v.Evidence.Samples, 150)
+		require.Contains(t, v.Evidence.ProbedFrom, "probe container", "probes ran next to the replicas")
 	}
 
 	// the lock is free again: the same service can be released at once
@@ -347,18 +379,21 @@ func TestGoodReleaseOnTwoClusters(t *testing.T) {
 	require.Contains(t, st2.Reason, "nothing to change")
 }
 
+// TestBadVersionsCaughtAtTheCanary runs on one cluster whose engine the worker cannot route
+// to: health checks and verification run next to the replicas, or nothing could be judged.
 func TestBadVersionsCaughtAtTheCanary(t *testing.T) {
-	for _, tc := range []struct{ tag, reason string }{
-		{"bad-crash", "did not become healthy"},
-		{"bad-health", "health check"},
-		{"bad-errors", "error rate"},
-		{"bad-latency", "p95 latency"},
+	for _, tc := range []struct{ tag, reason, rule string }{
+		{"bad-crash", "did not become healthy", ""},
+		{"bad-health", "health check", ""},
+		{"bad-errors", "failed verification", "error"},
+		{"bad-latency", "failed verification", "slow"},
 	} {
 		t.Run(tc.tag, func(t *testing.T) {
 			t.Parallel()
-			f := newFixture(t, 1)
+			f := newRemoteFixture(t)
 			f.startWorker()
 			f.seed("1.0.0")
+			f.requireIsolated()
 			st := f.wait(f.release("bad", workflows.ReleaseInput{Spec: f.spec(tc.tag)}))
 
 			require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
@@ -369,8 +404,17 @@ func TestBadVersionsCaughtAtTheCanary(t *testing.T) {
 			last := st.Verdicts[len(st.Verdicts)-1]
 			require.Equal(t, workflows.VerdictFailed, last.Result)
 			require.Equal(t, "canary", last.Stage)
+			require.Contains(t, last.Evidence.Rule, tc.rule)
 		})
 	}
+}
+
+// newRemoteFixture is an environment of one cluster, a, on an isolated engine.
+func newRemoteFixture(t testing.TB) *fixture {
+	t.Helper()
+	f := newFixture(t, 1)
+	f.targets[0].Endpoint = testenv.IsolatedDaemon(t)
+	return f
 }
 
 func TestWorkerKilledMidRollout(t *testing.T) {
@@ -475,6 +519,7 @@ func TestRollbackWithPreviousKeptStopped(t *testing.T) {
 	}
 	st := f.wait(f.release("stopped", workflows.ReleaseInput{Spec: f.spec("bad-errors", stopped)}))
 	require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
-	require.Contains(t, st.Reason, "error rate")
+	require.Contains(t, st.Reason, "failed verification")
+	require.Contains(t, st.Verdicts[len(st.Verdicts)-1].Evidence.Rule, "error")
 	require.Empty(t, f.requireServes("1.0.0"), "nothing of bad-errors left")
 }

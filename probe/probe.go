@@ -38,6 +38,9 @@ type Request struct {
 	Headers map[string]string `json:"h,omitempty"`
 	// Timeout of one request, from dial to the whole body read (default 2s).
 	Timeout time.Duration `json:"t,omitempty"`
+	// KeepBody keeps up to this many bytes of the answer's body in the result (default 0:
+	// none; at most 4 KiB): for diagnostics and checks, never for judging.
+	KeepBody int `json:"k,omitempty"`
 }
 
 // Stream is one target address × one request, probed once per round.
@@ -83,6 +86,7 @@ type Result struct {
 	Status  int           `json:"c,omitempty"`
 	Latency time.Duration `json:"l,omitempty"`
 	Err     string        `json:"e,omitempty"`
+	Body    string        `json:"b,omitempty"` // the first Request.KeepBody bytes
 }
 
 // Lost reports whether the probe could not be taken (as opposed to a bad answer).
@@ -213,9 +217,16 @@ func do(ctx context.Context, c *http.Client, addr string, r Request) Result {
 	if err != nil {
 		return Result{Err: classify(err), Latency: time.Since(t0)}
 	}
-	_, rerr := io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	var kept strings.Builder
+	var rerr error
+	if n := min(r.KeepBody, 4<<10); n > 0 {
+		_, rerr = io.Copy(&kept, io.LimitReader(resp.Body, int64(n)))
+	}
+	if rerr == nil {
+		_, rerr = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	}
 	_ = resp.Body.Close()
-	out := Result{Status: resp.StatusCode, Latency: time.Since(t0)}
+	out := Result{Status: resp.StatusCode, Latency: time.Since(t0), Body: kept.String()}
 	if rerr != nil {
 		out.Err = classify(rerr)
 	}
