@@ -35,6 +35,7 @@ images:
 ## test: every test, against the real Docker engine and an embedded Temporal server.
 test:
 	scripts/ensure-docker.sh
+	scripts/ensure-test-tools.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 

@@ -3,8 +3,12 @@ package activities_test
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -433,4 +437,88 @@ func TestVerifyBadInput(t *testing.T) {
 	ae := appErr(t, err)
 	require.Equal(t, workflows.ErrBadInput, ae.Type())
 	require.True(t, strings.Contains(ae.Error(), "interval"))
+}
+
+// socketProxy forwards a unix socket to the default engine's, until cut: then the engine
+// behind it stops answering, as an engine on a machine that went away.
+type socketProxy struct {
+	path string
+	l    net.Listener
+	mu   sync.Mutex
+	cut  bool
+	open []net.Conn
+}
+
+func newSocketProxy(t *testing.T) *socketProxy {
+	t.Helper()
+	p := &socketProxy{path: filepath.Join(t.TempDir(), "engine.sock")}
+	l, err := net.Listen("unix", p.path)
+	require.NoError(t, err)
+	p.l = l
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("unix", "/var/run/docker.sock")
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			if p.cut {
+				p.mu.Unlock()
+				_ = c.Close()
+				_ = up.Close()
+				continue
+			}
+			p.open = append(p.open, c, up)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() { _, _ = io.Copy(c, up); _ = c.Close() }()
+		}
+	}()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *socketProxy) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	_ = p.l.Close()
+	for _, c := range p.open {
+		_ = c.Close()
+	}
+}
+
+// TestVerifyEngineStopsAnswering: an engine that stops answering in the middle of a
+// verification is a retryable error that names the cluster and the endpoint — never a
+// verdict, let alone a pass.
+func TestVerifyEngineStopsAnswering(t *testing.T) {
+	f := newFixture(t)
+	stable, err := f.start(demo("1.0.0"), engine.RoleStable, 0)
+	require.NoError(t, err)
+	good, err := f.start(demo("1.1.0"), engine.RoleCanary, 0)
+	require.NoError(t, err)
+	proxy := newSocketProxy(t)
+	remote := f.target
+	remote.Endpoint = "unix://" + proxy.path
+	vv := shortVerification()
+	vv.Duration = spec.Duration(4 * time.Second)
+	time.AfterFunc(1500*time.Millisecond, proxy.stop)
+	_, err = f.activityEnv().ExecuteActivity(workflows.ActivityVerify, workflows.VerifyInput{
+		Target: remote, Service: "web", Stage: "canary", New: names(good), Baseline: names(stable), Verification: vv,
+	})
+	require.Error(t, err, "no verdict when the engine went away")
+	ae := appErr(t, err)
+	require.False(t, ae.NonRetryable(), "retryable: the engine may come back (%v)", err)
+	require.Contains(t, err.Error(), "cluster a")
+	require.Contains(t, err.Error(), proxy.path, "the error names the endpoint")
+	// The probe container, cut off from its worker, ends with its job and removes itself.
+	require.Eventually(t, func() bool {
+		out, err := exec.Command("docker", "ps", "-aq", "--filter", "label=io.slipway.role=probe", "--filter", "label=io.slipway.environment="+f.env).Output()
+		return err == nil && strings.TrimSpace(string(out)) == ""
+	}, time.Minute, 500*time.Millisecond)
 }

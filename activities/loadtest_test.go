@@ -34,13 +34,19 @@ func ltCtx(t testing.TB, d time.Duration) context.Context {
 // every container and the network of env at the end.
 func ltDeploy(t testing.TB, d engine.Dialer, env, tag string, n int) (workflows.Target, spec.Service) {
 	t.Helper()
-	tgt := workflows.Target{Environment: env, Cluster: "a"}
+	return ltDeployOn(t, d, env, "", tag, n)
+}
+
+// ltDeployOn is ltDeploy on the engine at endpoint ("" = the default one).
+func ltDeployOn(t testing.TB, d engine.Dialer, env, endpoint, tag string, n int) (workflows.Target, spec.Service) {
+	t.Helper()
+	tgt := workflows.Target{Environment: env, Cluster: "a", Endpoint: endpoint}
 	svc := spec.Service{Name: "web", Image: testenv.DemoRepository, Version: tag, Port: 8080,
 		Health: &spec.Health{HTTPPath: "/healthz", Interval: spec.Duration(200 * time.Millisecond), Timeout: spec.Duration(time.Second), Retries: 3, Deadline: spec.Duration(30 * time.Second)}}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		e, err := dockerengine.New(engine.Endpoint{Cluster: "a"}, dockerengine.Options{})
+		e, err := dockerengine.New(tgt.EngineEndpoint(), dockerengine.Options{})
 		if err != nil {
 			t.Errorf("cleanup: %v", err)
 			return
@@ -164,6 +170,41 @@ func TestLoadTestScaleOutLoadScaleIn(t *testing.T) {
 	}
 	if _, err := a.ScaleIn(ctx, workflows.LoadTestScaleInput{Target: tgt, Service: svc}); !ltIsType(err, workflows.ErrBadInput) {
 		t.Fatalf("scale in without a run id: err = %v, want BadInput (it must never sweep)", err)
+	}
+}
+
+// TestLoadTestOnAnIsolatedEngine: the load is generated next to the replicas, so a load test
+// runs on an engine whose container addresses the worker cannot reach.
+func TestLoadTestOnAnIsolatedEngine(t *testing.T) {
+	testenv.DemoImages(t)
+	env := testenv.UniqueEnv(t)
+	d := dockerengine.NewDialer(dockerengine.Options{})
+	t.Cleanup(func() { d.Close() })
+	tgt, _ := ltDeployOn(t, d, env, testenv.IsolatedDaemon(t), "1.0.0", 2)
+	e, err := d.Dial(context.Background(), tgt.EngineEndpoint())
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := e.List(ltCtx(t, time.Minute), engine.Selector{Environment: env})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("replicas: %+v, %v", list, err)
+	}
+	for _, c := range list {
+		testenv.AssertUnreachable(t, c.Address)
+	}
+	a := NewLoadTest(d, LoadTestOptions{HeartbeatEvery: 200 * time.Millisecond})
+	m, err := a.Generate(ltCtx(t, 2*time.Minute), workflows.LoadTestGenerateInput{
+		Environment: env, Service: "web", Targets: []workflows.Target{tgt},
+		Requests: []spec.Probe{{Path: "/", Method: "GET", ExpectStatus: 200}}, Rate: 200, WarmUp: 300 * time.Millisecond, Duration: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Targets) != 2 || m.Errors != 0 || m.Requests < 300 || m.StatusCodes["200"] != m.Requests {
+		t.Fatalf("load over 2 replicas of an isolated engine: %+v", m)
+	}
+	if !strings.Contains(m.GeneratedFrom, "probe container") || m.P95 <= 0 {
+		t.Fatalf("generated from %q (p95 %s): want a probe container on the engine", m.GeneratedFrom, m.P95)
 	}
 }
 
