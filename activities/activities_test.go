@@ -169,7 +169,9 @@ func TestStartReplicasUnhealthy(t *testing.T) {
 	ae := appErr(t, err)
 	require.Equal(t, workflows.ErrUnhealthy, ae.Type())
 	require.True(t, ae.NonRetryable())
-	require.Contains(t, ae.Error(), "did not become healthy")
+	require.Contains(t, ae.Error(), "did not come up")
+	require.Contains(t, ae.Error(), "exited with code 1")
+	require.NotContains(t, ae.Error(), "within", "a crash is not blamed on the health deadline")
 	// it never took traffic
 	for _, c := range f.inspect().Clusters[0].Services[0].Versions[0].Containers {
 		require.False(t, c.InTraffic)

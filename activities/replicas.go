@@ -279,7 +279,7 @@ func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersIn
 				return ctx.Err()
 			}
 			if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
-				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s did not become healthy within %s: %s", n, deadline, trimLines(err.Error(), 12)), workflows.ErrUnhealthy, nil)
+				return temporal.NewNonRetryableApplicationError(notHealthy(n, deadline, err), workflows.ErrUnhealthy, nil)
 			}
 			return classify("wait for "+n+" to be healthy", err)
 		}
@@ -396,6 +396,15 @@ func sortedInts(m map[int]bool) []int {
 	return out
 }
 
+// notHealthy says why a replica did not come up: the deadline only when it passed (a
+// replica that exited or turned unhealthy before it is not blamed on the deadline).
+func notHealthy(name string, deadline time.Duration, err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Sprintf("%s did not become healthy within its health deadline of %s: %s", name, deadline, trimLines(err.Error(), 12))
+	}
+	return fmt.Sprintf("%s did not come up: %s", name, trimLines(err.Error(), 12))
+}
+
 // trimLines keeps the last n lines of s (log tails in error messages stay short).
 func trimLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
@@ -425,7 +434,7 @@ func ensureHealthy(ctx context.Context, e engine.Engine, cs engine.ContainerSpec
 		}
 		if engine.KindOf(err) == engine.KindUnhealthy || errors.Is(err, context.DeadlineExceeded) {
 			return temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("%s did not become healthy within %s: %s", name, deadline, trimLines(err.Error(), 12)), workflows.ErrUnhealthy, nil)
+				notHealthy(name, deadline, err), workflows.ErrUnhealthy, nil)
 		}
 		return classify("wait for "+name+" to be healthy", err)
 	}

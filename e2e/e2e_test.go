@@ -383,7 +383,7 @@ func TestGoodReleaseOnTwoClusters(t *testing.T) {
 // to: health checks and verification run next to the replicas, or nothing could be judged.
 func TestBadVersionsCaughtAtTheCanary(t *testing.T) {
 	for _, tc := range []struct{ tag, reason, rule string }{
-		{"bad-crash", "did not become healthy", ""},
+		{"bad-crash", "did not come up", ""},
 		{"bad-health", "health check", ""},
 		{"bad-errors", "failed verification", "error"},
 		{"bad-latency", "failed verification", "slow"},
