@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"sync"
@@ -228,25 +229,55 @@ func (a *Activities) detach(ctx context.Context, e engine.Engine, t workflows.Ta
 }
 
 // StopReplicas stops containers (SIGTERM, then SIGKILL after StopTimeout), in parallel. A
-// container that is gone is success.
-func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersInput) error {
+// container that is gone is success. The result names the containers that were running
+// and those that were killed: a stop that took the whole grace period ended with SIGKILL
+// (the engine port reports no exit code, so the time the engine took is the evidence).
+func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersInput) (workflows.StopReplicasResult, error) {
+	var res workflows.StopReplicasResult
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
-		return err
+		return res, err
 	}
 	timeout := in.StopTimeout
 	if timeout <= 0 {
-		timeout = 10 * time.Second
+		timeout = spec.DefaultStopGrace
+	}
+	// The engine API counts the grace in whole seconds.
+	res.Grace = time.Duration(math.Ceil(timeout.Seconds())) * time.Second
+	live, err := e.List(ctx, engine.Selector{Environment: in.Target.Environment, Cluster: in.Target.Cluster})
+	if err != nil {
+		return res, classify("list containers on cluster "+in.Target.Cluster, err)
+	}
+	running := map[string]bool{}
+	for _, c := range live {
+		running[c.Name] = c.Running()
 	}
 	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, nil)
 	defer hb.close()
-	return each(in.Names, func(n string) error {
+	var mu sync.Mutex
+	err = each(in.Names, func(n string) error {
+		start := time.Now()
 		err := e.Stop(ctx, n, timeout)
+		took := time.Since(start)
 		if engine.KindOf(err) == engine.KindNotFound {
 			return nil
 		}
-		return classify("stop "+n, err)
+		if err != nil {
+			return classify("stop "+n, err)
+		}
+		if running[n] {
+			mu.Lock()
+			res.Stopped = append(res.Stopped, n)
+			if took >= res.Grace {
+				res.Killed = append(res.Killed, n)
+			}
+			mu.Unlock()
+		}
+		return nil
 	})
+	sort.Strings(res.Stopped)
+	sort.Strings(res.Killed)
+	return res, err
 }
 
 // StartStopped starts stopped containers (the previous version kept stopped), connects them

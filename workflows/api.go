@@ -70,6 +70,11 @@ const (
 	PhaseCleaningUp       Phase = "cleaning_up"
 	PhaseDone             Phase = "done"
 	PhaseSkipped          Phase = "skipped" // service unchanged
+	// PhaseRolledBack: a service (or cluster) the release changed runs what ran before again.
+	PhaseRolledBack Phase = "rolled_back"
+	// PhaseFailed: a service's (or cluster's) rollback could not finish; the release's
+	// Running says what runs there.
+	PhaseFailed Phase = "failed"
 )
 
 // Outcome is how a release ended. A rollback is never reported as success.
@@ -81,8 +86,10 @@ const (
 	OutcomeSucceeded  Outcome = "succeeded"   // every changed service runs its new version
 	OutcomeRolledBack Outcome = "rolled_back" // everything touched runs what ran before
 	OutcomeFailed     Outcome = "failed"      // the rollback itself could not finish
-	// OutcomeRefused: another release of one of the same services was in flight; nothing
-	// was changed (Reason names the lock and, through it, the release holding it).
+	// OutcomeRefused: nothing was changed because the release could not start: another
+	// release of one of the same services was in flight (Reason names the lock and, through
+	// it, the release holding it), or an image of a new version is not on a cluster that
+	// needs it (Reason names the image and the cluster).
 	OutcomeRefused Outcome = "refused"
 )
 
@@ -218,12 +225,32 @@ type ReleaseStatus struct {
 	EndedAt     time.Time         `json:"ended_at,omitempty"`
 	// Running says exactly what runs where after a failed rollback: cluster → service → versions.
 	Running map[string]map[string][]string `json:"running,omitempty"`
+	// Gates are the human decisions the release waits for right now, by service and cluster.
+	Gates []Gate `json:"gates,omitempty"`
+}
+
+// Gate is a pending human decision: approve (go on) or abort (roll back) before Deadline,
+// after which the release does OnTimeout ("proceed" or "rollback"). A verdict that could not
+// decide opens a gate per service and cluster; a service's canary approval opens one with
+// no cluster.
+type Gate struct {
+	Service   string    `json:"service"`
+	Cluster   string    `json:"cluster,omitempty"`
+	Reason    string    `json:"reason"`
+	Since     time.Time `json:"since"`
+	Deadline  time.Time `json:"deadline"`
+	OnTimeout string    `json:"on_timeout"`
 }
 
 // Decision is the argument of the approve / abort / pause / resume updates.
 type Decision struct {
 	Actor  string `json:"actor"`
 	Reason string `json:"reason,omitempty"`
-	// Service narrows an approval to one service's gate (empty: every pending gate).
+	// Service and Cluster name the gate an approve is for. Empty Service: every service's
+	// gate; empty Cluster: the service's only pending gate (an approve that would match two
+	// gates of one service is rejected, listing their clusters). An abort that names them
+	// refuses that gate (rejected when it is not pending); the whole release rolls back, as
+	// with any abort.
 	Service string `json:"service,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
 }

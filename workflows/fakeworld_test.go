@@ -27,17 +27,19 @@ type fakeWorld struct {
 	down      map[string]bool // cluster → engine does not answer (retryable errors)
 	unhealthy map[string]bool // version → its replicas never become healthy
 	missing   map[string]bool // image ref → not in any engine store
+	stubborn  map[string]bool // version → its replicas ignore SIGTERM (killed after the grace)
 	verdict   func(VerifyInput) Verdict
 	// hook sees every call as it is recorded, with the world locked (it may change down,
 	// unhealthy, missing directly), e.g. to bring an engine down mid-release.
 	hook     func(call string)
 	verifies []VerifyInput
+	stops    []ContainersInput
 }
 
 func newWorld(env string) *fakeWorld {
 	return &fakeWorld{
 		env: env, clusters: map[string]map[string]*engine.Container{},
-		down: map[string]bool{}, unhealthy: map[string]bool{}, missing: map[string]bool{},
+		down: map[string]bool{}, unhealthy: map[string]bool{}, missing: map[string]bool{}, stubborn: map[string]bool{},
 	}
 }
 
@@ -264,19 +266,27 @@ func (w *fakeWorld) SetTraffic(_ context.Context, in SetTrafficInput) error {
 	return nil
 }
 
-func (w *fakeWorld) StopReplicas(_ context.Context, in ContainersInput) error {
+func (w *fakeWorld) StopReplicas(_ context.Context, in ContainersInput) (StopReplicasResult, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.call("StopReplicas %s %v", in.Target.Cluster, in.Names)
+	w.stops = append(w.stops, in)
 	if err := w.unavailable(in.Target.Cluster); err != nil {
-		return err
+		return StopReplicasResult{}, err
 	}
+	res := StopReplicasResult{Grace: in.StopTimeout}
 	for _, n := range in.Names {
 		if c := w.clusters[in.Target.Cluster][n]; c != nil {
+			if c.Running() {
+				res.Stopped = append(res.Stopped, n)
+				if w.stubborn[c.Version] {
+					res.Killed = append(res.Killed, n)
+				}
+			}
 			c.State = "exited"
 		}
 	}
-	return nil
+	return res, nil
 }
 
 func (w *fakeWorld) StartStopped(_ context.Context, in ContainersInput) error {
@@ -326,11 +336,12 @@ func (w *fakeWorld) Verify(_ context.Context, in VerifyInput) (Verdict, error) {
 	w.verifies = append(w.verifies, in)
 	judge := w.verdict
 	err := w.unavailable(in.Target.Cluster)
-	// like the real probes: a replica off the network (detached) or not running has no
-	// address, and a verification that cannot reach one side is inconclusive
+	// like the real probes: a replica that is gone or not running has no address (a
+	// detached one keeps its address: it only loses the service alias), and a verification
+	// that cannot reach one side is inconclusive
 	var unreachable []string
 	for _, n := range append(append([]string(nil), in.New...), in.Baseline...) {
-		if c := w.clusters[in.Target.Cluster][n]; c == nil || !c.Running() || !c.InTraffic {
+		if c := w.clusters[in.Target.Cluster][n]; c == nil || !c.Running() {
 			unreachable = append(unreachable, n)
 		}
 	}

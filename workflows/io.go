@@ -210,10 +210,23 @@ type SetTrafficInput struct {
 type ContainersInput struct {
 	Target Target   `json:"target"`
 	Names  []string `json:"names"`
-	// StopTimeout is the grace period of a stop before the kill (StopReplicas).
+	// StopTimeout is the grace period of a stop before the kill (StopReplicas): the
+	// service's stop_grace.
 	StopTimeout time.Duration `json:"stop_timeout,omitempty"`
 	// HealthDeadline bounds the wait for health after a start (StartStopped).
 	HealthDeadline time.Duration `json:"health_deadline,omitempty"`
+}
+
+// StopReplicasResult says how a stop went. Histories from before it existed hold no result
+// for StopReplicas: decoded, that is the zero value, Grace 0, which claims nothing.
+type StopReplicasResult struct {
+	// Stopped are the named containers that were running and are stopped now.
+	Stopped []string `json:"stopped,omitempty"`
+	// Killed are those of Stopped that had not exited when the grace ran out: they were
+	// killed (SIGKILL, exit code 137).
+	Killed []string `json:"killed,omitempty"`
+	// Grace is the grace period the engine gave each container (whole seconds).
+	Grace time.Duration `json:"grace,omitempty"`
 }
 
 // RemoveReplicasInput removes containers by name and, with Service and Version set, every

@@ -83,21 +83,81 @@ func (r *release) validateApprove(_ workflow.Context, d Decision) error {
 	if len(r.approvals) == 0 {
 		return fmt.Errorf("release %s is not awaiting approval (phase %s)", r.in.ID, r.st.Phase)
 	}
-	if d.Service != "" && r.approvals[d.Service] == nil {
-		return fmt.Errorf("service %s is not awaiting approval (awaiting: %s)", d.Service, strings.Join(sortedKeys(r.approvals), ", "))
+	matched, err := r.matchGates(d, "approval")
+	if err != nil {
+		return err
+	}
+	// Two gates of one service and no cluster named: which one is meant?
+	by := map[string][]string{}
+	for _, g := range matched {
+		by[g.service] = append(by[g.service], orCanary(g.cluster))
+	}
+	for _, s := range sortedKeys(by) {
+		if len(by[s]) > 1 {
+			return fmt.Errorf("service %s has %d gates pending, on clusters %s: name the cluster to approve", s, len(by[s]), strings.Join(by[s], ", "))
+		}
 	}
 	return nil
 }
 
+// matchGates returns the pending gates a decision names (every one when it names none),
+// sorted by service and cluster, or an error listing what is pending when it names a gate
+// that is not.
+func (r *release) matchGates(d Decision, what string) ([]*gate, error) {
+	var out []*gate
+	for _, g := range r.pendingGates() {
+		if (d.Service == "" || d.Service == g.service) && (d.Cluster == "" || d.Cluster == g.cluster) {
+			out = append(out, g)
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	var pending []string
+	for _, g := range r.pendingGates() {
+		pending = append(pending, g.where())
+	}
+	named := "service " + d.Service
+	switch {
+	case d.Service == "":
+		named = "cluster " + d.Cluster
+	case d.Cluster != "":
+		named += " on cluster " + d.Cluster
+	}
+	if len(pending) == 0 {
+		return nil, fmt.Errorf("%s is not awaiting %s (nothing is)", named, what)
+	}
+	return nil, fmt.Errorf("%s is not awaiting %s (awaiting: %s)", named, what, strings.Join(pending, ", "))
+}
+
+// pendingGates are the open gates sorted by service, then cluster.
+func (r *release) pendingGates() []*gate {
+	out := make([]*gate, 0, len(r.approvals))
+	for _, g := range r.approvals {
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].service != out[j].service {
+			return out[i].service < out[j].service
+		}
+		return out[i].cluster < out[j].cluster
+	})
+	return out
+}
+
+func orCanary(cluster string) string {
+	if cluster == "" {
+		return "(canary approval)"
+	}
+	return cluster
+}
+
 func (r *release) onApprove(ctx workflow.Context, d Decision) error {
 	r.st.ApprovedBy = d.Actor
-	for _, name := range sortedKeys(r.approvals) {
-		g := r.approvals[name]
-		if d.Service != "" && d.Service != name {
-			continue
-		}
+	matched, _ := r.matchGates(d, "approval")
+	for _, g := range matched {
 		g.decided, g.approved = true, true
-		r.event(ctx, PhaseAwaitingApproval, name, "", fmt.Sprintf("approved by %s%s", d.Actor, withReason(d.Reason)))
+		r.event(ctx, PhaseAwaitingApproval, g.service, g.cluster, fmt.Sprintf("approved by %s%s", d.Actor, withReason(d.Reason)))
 	}
 	return nil
 }
@@ -115,6 +175,13 @@ func (r *release) validateAbort(_ workflow.Context, d Decision) error {
 	if r.failure != nil {
 		return fmt.Errorf("release %s has already failed and is about to roll back: %s", r.in.ID, r.failure.reason)
 	}
+	if d.Service != "" || d.Cluster != "" {
+		// An abort that names a gate refuses that gate: if it is no longer pending, the
+		// caller decided on something that has moved on.
+		if _, err := r.matchGates(d, "a decision"); err != nil {
+			return fmt.Errorf("%w; abort without service and cluster to abort the release anyway", err)
+		}
+	}
 	return nil
 }
 
@@ -122,7 +189,16 @@ func (r *release) onAbort(ctx workflow.Context, d Decision) error {
 	dc := d
 	r.abort = &dc
 	r.st.AbortedBy = d.Actor
-	r.event(ctx, r.st.Phase, "", "", fmt.Sprintf("aborted by %s%s", d.Actor, withReason(d.Reason)))
+	at := ""
+	if d.Service != "" || d.Cluster != "" {
+		var gates []string
+		matched, _ := r.matchGates(d, "a decision")
+		for _, g := range matched {
+			gates = append(gates, g.where())
+		}
+		at = " at the gate of " + strings.Join(gates, ", ")
+	}
+	r.event(ctx, r.st.Phase, d.Service, d.Cluster, fmt.Sprintf("aborted by %s%s%s", d.Actor, at, withReason(d.Reason)))
 	if r.cancelRun != nil {
 		r.cancelRun()
 	}
@@ -256,6 +332,10 @@ func (r *release) status() ReleaseStatus {
 	}
 	s.Verdicts = append([]Verdict(nil), r.st.Verdicts...)
 	s.Events = append([]Event(nil), r.st.Events...)
+	s.Gates = nil
+	for _, g := range r.pendingGates() {
+		s.Gates = append(s.Gates, Gate{Service: g.service, Cluster: g.cluster, Reason: g.why, Since: g.opened, Deadline: g.deadline, OnTimeout: g.onTimeout})
+	}
 	if r.st.Running != nil {
 		s.Running = map[string]map[string][]string{}
 		for c, m := range r.st.Running {

@@ -41,6 +41,9 @@ type policy struct {
 	Verify         spec.Verification
 	Scope          string
 	KeepPrevious   string
+	// StopGrace is how long a replica gets between SIGTERM and SIGKILL when the release
+	// stops it (services[].stop_grace).
+	StopGrace time.Duration
 }
 
 // resolvePolicy merges a service's own policies over the environment defaults and the
@@ -57,6 +60,10 @@ func resolvePolicy(env spec.Environment, s spec.Service) policy {
 		BatchSize:      fallbackBatchSize,
 		Scope:          spec.ScopeRelease,
 		KeepPrevious:   spec.KeepRunning,
+		StopGrace:      spec.DefaultStopGrace,
+	}
+	if s.StopGrace > 0 {
+		p.StopGrace = s.StopGrace.D()
 	}
 	if h := pick(s.Health, d.Health); h != nil && h.Deadline > 0 {
 		p.HealthDeadline = h.Deadline.D()

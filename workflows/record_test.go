@@ -188,6 +188,43 @@ func TestRecordHistories(t *testing.T) {
 		require.Equal(t, OutcomeRolledBack, st.Outcome)
 		require.Equal(t, OutcomeRefused, second.Outcome)
 	})
+	t.Run("gates per cluster", func(t *testing.T) {
+		// two clusters of one wave both inconclusive: two gates of one service, approved
+		// one by one by naming the cluster (changeGatePerCluster)
+		w := seeded("web")
+		w.verdict = inconclusiveOn("wave 1")
+		in := ReleaseInput{Spec: oneWave(svc("web", "1.1.0", short))}
+		st := record(t, "release_gates_per_cluster", w, in, func(run client.WorkflowRun) {
+			require.Eventually(t, func() bool {
+				v, err := c.QueryWorkflow(ctx, run.GetID(), run.GetRunID(), QueryStatus)
+				var st ReleaseStatus
+				return err == nil && v.Get(&st) == nil && len(st.Gates) == 2
+			}, time.Minute, 20*time.Millisecond)
+			update(t, run, UpdateApprove, Decision{Actor: "hana", Service: "web", Cluster: "a"})
+			update(t, run, UpdateApprove, Decision{Actor: "ivan", Cluster: "b"})
+		})
+		require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+	})
+	t.Run("image missing", func(t *testing.T) {
+		// a version whose image is on no engine is refused before anything changes
+		// (changeRefuseMissingImage)
+		w := seeded("web")
+		w.missing["slipway/demo:9.9.9"] = true
+		st := record(t, "release_image_missing", w, ReleaseInput{Spec: testSpec(svc("web", "9.9.9", short))}, nil)
+		require.Equal(t, OutcomeRefused, st.Outcome, st.Reason)
+	})
+	t.Run("stop grace", func(t *testing.T) {
+		// keep_previous stopped with a previous version that ignores SIGTERM: StopReplicas
+		// with the service's stop_grace, and its result (killed replicas)
+		w := seeded("web")
+		w.stubborn["1.0.0"] = true
+		in := ReleaseInput{Spec: testSpec(svc("web", "1.1.0", short, func(s *spec.Service) {
+			s.StopGrace = spec.Duration(30 * time.Second)
+			s.Rollback = &spec.Rollback{KeepPrevious: spec.KeepStopped}
+		}))}
+		st := record(t, "release_stop_grace", w, in, nil)
+		require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+	})
 	t.Run("plan", func(t *testing.T) {
 		queue := "record-plan"
 		w := seeded("web")

@@ -2,16 +2,12 @@ package workflows
 
 import (
 	"fmt"
-	"time"
 
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/slipwayhq/slipway/spec"
 )
-
-// stopGrace is how long a stopped replica gets between SIGTERM and SIGKILL.
-const stopGrace = 10 * time.Second
 
 // Register registers every workflow of this package under its explicit, stable name.
 func Register(r sdkworker.WorkflowRegistry) {

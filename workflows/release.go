@@ -32,7 +32,9 @@ type release struct {
 	abort       *Decision
 	rollingBack bool
 	finished    bool
-	approvals   map[string]*gate
+	approvals   map[gateKey]*gate
+	gatePhase   Phase            // the release's phase before its first pending gate opened
+	gateSvc     map[string]Phase // a service's phase before its first pending gate opened
 	failure     *failure
 	refused     string
 	busy        int // clusters changing right now (rollout.max_parallel_clusters)
@@ -57,12 +59,27 @@ type failure struct {
 	verdict *Verdict
 }
 
-// gate is a pending human decision on one service.
+// gate is a pending human decision on one service (and cluster).
 type gate struct {
-	service  string
-	why      string
-	decided  bool
-	approved bool
+	service   string
+	cluster   string // "" for a service's canary approval
+	why       string
+	opened    time.Time
+	deadline  time.Time
+	onTimeout string
+	decided   bool
+	approved  bool
+}
+
+// gateKey identifies a pending gate: the clusters of a wave verify in parallel, so one
+// service can have a gate open on each of them.
+type gateKey struct{ service, cluster string }
+
+func (g *gate) where() string {
+	if g.cluster == "" {
+		return g.service
+	}
+	return g.service + " on " + g.cluster
 }
 
 // Change IDs of workflow.GetVersion (never reuse or remove one while histories that lack
@@ -70,6 +87,14 @@ type gate struct {
 const (
 	// changeVerifyNoWait: a cancelled Verify no longer holds the rollback back.
 	changeVerifyNoWait = "verify-no-wait-for-cancel"
+	// changeGatePerCluster: approval gates are keyed by service and cluster (two clusters of
+	// a wave can both wait for a human), and the release's phase goes back only when the
+	// last pending gate closes. Before: one gate per service, the later one replacing the
+	// earlier, and each closing gate restored the phase it had found.
+	changeGatePerCluster = "gate-per-service-and-cluster"
+	// changeRefuseMissingImage: a new image missing from a cluster refuses the release
+	// (outcome refused) instead of going through the (empty) rollback.
+	changeRefuseMissingImage = "refuse-missing-image"
 )
 
 // errStop is returned by steps that stop because the release already failed.
@@ -119,7 +144,8 @@ func newRelease(ctx workflow.Context, in ReleaseInput) *release {
 		wid:       workflow.GetInfo(ctx).WorkflowExecution.ID,
 		pol:       map[string]policy{},
 		tgt:       map[string]Target{},
-		approvals: map[string]*gate{},
+		approvals: map[gateKey]*gate{},
+		gateSvc:   map[string]Phase{},
 		touched:   map[string]map[string]bool{},
 		started:   map[string]map[string][]string{},
 		detached:  map[string]map[string][]string{},
@@ -267,7 +293,15 @@ func (r *release) checkImages(ctx workflow.Context) error {
 		for _, m := range res.Missing {
 			parts = append(parts, fmt.Sprintf("%s on cluster %s (service %s)", m.Image, m.Cluster, m.Service))
 		}
-		return r.failWith(ctx, "", "images missing, nothing was changed: "+strings.Join(parts, "; "), nil)
+		reason := "images missing, nothing was changed: " + strings.Join(parts, "; ")
+		if workflow.GetVersion(ctx, changeRefuseMissingImage, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+			return r.failWith(ctx, "", reason, nil)
+		}
+		// A version that does not exist is not a release that went wrong: refuse it before
+		// anything changes, so nothing is rolled back.
+		r.refused = reason + " (Slipway never pulls: build or load the image on those engines, or fix the version)"
+		r.event(ctx, PhasePlanning, "", "", "REFUSED: "+r.refused)
+		return errStop
 	}
 	r.event(ctx, PhasePlanning, "", "", fmt.Sprintf("%d image checks passed", len(in.Checks)))
 	return nil
@@ -308,7 +342,7 @@ func (r *release) runService(ctx workflow.Context, name string) error {
 				return err
 			}
 			if pol.Approval {
-				if err := r.gate(ctx, name, "canary passed; approve to roll out", pol.ApprovalWait, pol.OnTimeout); err != nil {
+				if err := r.gate(ctx, name, "", "canary passed; approve to roll out", pol.ApprovalWait, pol.OnTimeout); err != nil {
 					return err
 				}
 			}
@@ -503,13 +537,52 @@ func (r *release) retire(ctx workflow.Context, service string, cp *ClusterPlan, 
 		return r.activityFailed(ctx, service, cp.Cluster, "taking old replicas out of traffic", err)
 	}
 	if pol.KeepPrevious == spec.KeepStopped {
-		sctx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivityStopReplicas, 0), true)
+		sctx := workflow.WithWaitForCancellation(optionsFor(ctx, ActivityStopReplicas, pol.StopGrace), true)
 		r.stopped[service][cp.Cluster] = appendNew(r.stopped[service][cp.Cluster], names...)
-		if err := workflow.ExecuteActivity(sctx, ActivityStopReplicas, ContainersInput{Target: r.tgt[cp.Cluster], Names: names, StopTimeout: stopGrace}).Get(ctx, nil); err != nil {
+		res, err := r.stopReplicas(ctx, sctx, service, cp.Cluster, names)
+		if err != nil {
 			return r.activityFailed(ctx, service, cp.Cluster, "stopping old replicas", err)
 		}
+		r.event(ctx, r.st.Phase, service, cp.Cluster, "previous replicas out of traffic, "+stopSummary(names, res, pol.StopGrace))
 	}
 	return nil
+}
+
+// stopReplicas stops containers of a service on a cluster with the service's stop grace
+// (StopReplicas on actx, whose start-to-close timeout must allow for the grace).
+func (r *release) stopReplicas(ctx, actx workflow.Context, service, cluster string, names []string) (StopReplicasResult, error) {
+	in := ContainersInput{Target: r.tgt[cluster], Names: names, StopTimeout: r.pol[service].StopGrace}
+	var res StopReplicasResult
+	err := workflow.ExecuteActivity(actx, ActivityStopReplicas, in).Get(ctx, &res)
+	return res, err
+}
+
+// stopSummary says how a stop went, for the timeline: how many replicas stopped and which
+// were killed because they had not exited when the grace ran out (that does not fail a
+// release). A result without Grace comes from a StopReplicas that did not report yet.
+func stopSummary(names []string, res StopReplicasResult, grace time.Duration) string {
+	if res.Grace == 0 {
+		return fmt.Sprintf("stopped %s (grace %s)", plural(len(names), "replica"), grace)
+	}
+	msg := "stopped " + plural(len(res.Stopped), "replica")
+	switch len(res.Killed) {
+	case 0:
+		if len(res.Stopped) > 0 {
+			msg += fmt.Sprintf("; every one exited within the %s grace", res.Grace)
+		}
+	case 1:
+		msg += fmt.Sprintf("; 1 was killed after the %s grace (still running after SIGTERM): %s", res.Grace, res.Killed[0])
+	default:
+		msg += fmt.Sprintf("; %d were killed after the %s grace (still running after SIGTERM): %s", len(res.Killed), res.Grace, strings.Join(res.Killed, ", "))
+	}
+	return msg
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 // verify runs the Verify activity on new replicas against the old ones that still run, and
@@ -567,18 +640,84 @@ func (r *release) judge(ctx workflow.Context, v Verdict) error {
 	case VerdictPassed:
 		return nil
 	case VerdictInconclusive:
-		return r.gate(ctx, v.Service, "inconclusive verdict on "+v.Stage+" ("+v.Reason+"); approve to go on", r.pol[v.Service].ApprovalWait, spec.OnTimeoutRollback)
+		return r.gate(ctx, v.Service, v.Cluster, "inconclusive verdict on "+v.Stage+" ("+v.Reason+"); approve to go on", r.pol[v.Service].ApprovalWait, spec.OnTimeoutRollback)
 	default:
 		vc := v
 		return r.failWith(ctx, v.Service, fmt.Sprintf("%s failed verification on %s (%s): %s", v.Service, v.Cluster, v.Stage, v.Reason), &vc)
 	}
 }
 
-// gate waits for an approve (go on), an abort, or the timeout (onTimeout: proceed or roll back).
-func (r *release) gate(ctx workflow.Context, service, why string, timeout time.Duration, onTimeout string) error {
-	g := &gate{service: service, why: why}
-	r.approvals[service] = g
-	defer delete(r.approvals, service)
+// gate waits for an approve (go on), an abort, or the timeout (onTimeout: proceed or roll
+// back) on one service and cluster (cluster "" for a service's canary approval). Several
+// gates can be pending at once (the clusters of a wave, the services of a layer): the
+// release shows awaiting_approval until the last one closes, a service until its last one.
+func (r *release) gate(ctx workflow.Context, service, cluster, why string, timeout time.Duration, onTimeout string) error {
+	if workflow.GetVersion(ctx, changeGatePerCluster, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return r.gatePerService(ctx, service, cluster, why, timeout, onTimeout)
+	}
+	now := workflow.Now(ctx)
+	g := &gate{service: service, cluster: cluster, why: why, opened: now, deadline: now.Add(timeout), onTimeout: onTimeout}
+	key := gateKey{service, cluster}
+	if len(r.approvals) == 0 {
+		r.gatePhase = r.st.Phase
+	}
+	if !r.pendingFor(service) {
+		r.gateSvc[service] = r.svcPhaseOf(service)
+	}
+	r.approvals[key] = g
+	r.setPhase(ctx, PhaseAwaitingApproval, fmt.Sprintf("%s: %s (timeout %s, then %s)", g.where(), why, timeout, onTimeout))
+	r.svcPhase(service, PhaseAwaitingApproval)
+	ok, err := workflow.AwaitWithTimeout(ctx, timeout, func() bool { return g.decided || r.abort != nil })
+	delete(r.approvals, key)
+	if err != nil {
+		return err
+	}
+	if !ok && onTimeout != spec.OnTimeoutProceed {
+		return r.failWith(ctx, service, fmt.Sprintf("%s: no approval within %s (%s)", g.where(), timeout, why), nil)
+	}
+	if r.abort != nil {
+		return errStop
+	}
+	if !ok {
+		r.event(ctx, PhaseAwaitingApproval, service, cluster, fmt.Sprintf("no decision within %s: proceeding as the spec says", timeout))
+	}
+	if !r.pendingFor(service) {
+		r.svcPhase(service, r.gateSvc[service])
+	}
+	if len(r.approvals) == 0 && r.st.Phase == PhaseAwaitingApproval {
+		r.setPhase(ctx, r.gatePhase, "")
+	}
+	return nil
+}
+
+// pendingFor reports whether a gate of the service is pending.
+func (r *release) pendingFor(service string) bool {
+	for k := range r.approvals {
+		if k.service == service {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *release) svcPhaseOf(service string) Phase {
+	for _, s := range r.st.Services {
+		if s.Service == service {
+			return s.Phase
+		}
+	}
+	return ""
+}
+
+// gatePerService is gate as releases started before changeGatePerCluster ran it (their
+// histories replay it): one gate per service, a later one replacing an earlier, and each
+// closing gate putting back the phase it found.
+func (r *release) gatePerService(ctx workflow.Context, service, cluster, why string, timeout time.Duration, onTimeout string) error {
+	now := workflow.Now(ctx)
+	g := &gate{service: service, cluster: cluster, why: why, opened: now, deadline: now.Add(timeout), onTimeout: onTimeout}
+	key := gateKey{service: service}
+	r.approvals[key] = g
+	defer delete(r.approvals, key)
 	prev := r.st.Phase
 	r.setPhase(ctx, PhaseAwaitingApproval, fmt.Sprintf("%s: %s (timeout %s, then %s)", service, why, timeout, onTimeout))
 	r.svcPhase(service, PhaseAwaitingApproval)

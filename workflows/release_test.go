@@ -182,6 +182,10 @@ func TestReleaseCanaryFails(t *testing.T) {
 	require.Equal(t, 0.5, st.Verdicts[0].Evidence.ErrorRate)
 	require.True(t, hasEvent(st, "rolled back web"), "rollback checked")
 	require.Nil(t, st.Running)
+	// each phase tells its own truth: a went back, b was never touched
+	require.Equal(t, PhaseRolledBack, st.Services[0].Phase)
+	require.Equal(t, PhaseRolledBack, st.Services[0].Clusters[0].Phase)
+	require.Equal(t, PhasePending, st.Services[0].Clusters[1].Phase)
 }
 
 func TestReleaseCanaryUnhealthy(t *testing.T) {
@@ -228,8 +232,9 @@ func TestReleaseLaterWaveFails(t *testing.T) {
 	last := st.Verdicts[len(st.Verdicts)-1]
 	require.Equal(t, VerdictFailed, last.Result)
 	require.Equal(t, "b", last.Cluster)
+	require.Equal(t, PhaseRolledBack, st.Services[0].Phase, "never done after a rollback")
 	for _, c := range st.Services[0].Clusters {
-		require.Equal(t, PhaseDone, c.Phase)
+		require.Equal(t, PhaseRolledBack, c.Phase)
 		require.Equal(t, 0, c.Updated, "no new replica in traffic on %s", c.Cluster)
 	}
 }
@@ -300,6 +305,10 @@ func TestReleaseEngineStopsAnswering(t *testing.T) {
 		require.Contains(t, st.Running["b"]["web"][0], "unknown")
 		require.Contains(t, st.Running["b"]["web"][0], "does not answer")
 		require.True(t, hasEvent(st, "ROLLBACK INCOMPLETE"))
+		require.Equal(t, PhaseFailed, st.Services[0].Phase, "a service whose rollback failed")
+		require.Equal(t, "a", st.Services[0].Clusters[0].Cluster)
+		require.Equal(t, PhaseRolledBack, st.Services[0].Clusters[0].Phase)
+		require.Equal(t, PhaseFailed, st.Services[0].Clusters[1].Phase)
 	})
 }
 
@@ -512,6 +521,8 @@ func TestReleaseMultiServiceRollback(t *testing.T) {
 			requireServing(t, w, c, "db", "2.0.0", 2)
 			requireServing(t, w, c, "web", "1.0.0", 2)
 		}
+		require.Equal(t, PhaseDone, st.Services[0].Phase, "db kept its new version")
+		require.Equal(t, PhaseRolledBack, st.Services[1].Phase, "web went back")
 	})
 }
 
@@ -532,13 +543,29 @@ func TestReleaseImageMissing(t *testing.T) {
 	w.seed("a", "web", "1.0.0", 2)
 	w.seed("b", "web", "1.0.0", 2)
 	w.missing["slipway/demo:9.9.9"] = true
-	st, _ := run(t, w, ReleaseInput{Spec: testSpec(svc("web", "9.9.9"))})
-	require.Equal(t, OutcomeRolledBack, st.Outcome)
+	var phases []string
+	st, _ := run(t, w, ReleaseInput{Spec: testSpec(svc("web", "9.9.9"))}, func(env *testsuite.TestWorkflowEnvironment) {
+		env.OnUpsertTypedSearchAttributes(mock.Anything).Return(nil).Run(func(args mock.Arguments) {
+			p, _ := args.Get(0).(temporal.SearchAttributes).GetKeyword(saPhase)
+			phases = append(phases, p)
+		})
+	})
+	require.Equal(t, OutcomeRefused, st.Outcome, "a version that does not exist is refused, not rolled back")
 	require.Contains(t, st.Reason, "images missing, nothing was changed")
-	require.Contains(t, st.Reason, "slipway/demo:9.9.9 on cluster a")
-	require.Contains(t, st.Reason, "slipway/demo:9.9.9 on cluster b")
+	require.Contains(t, st.Reason, "slipway/demo:9.9.9 on cluster a (service web)")
+	require.Contains(t, st.Reason, "slipway/demo:9.9.9 on cluster b (service web)")
 	require.Empty(t, w.Calls("StartReplicas"))
+	require.Empty(t, w.Calls("EnsureNetwork"), "nothing changed, not even the network")
 	require.Empty(t, w.Calls("SetTraffic"))
+	require.Empty(t, w.Calls("RemoveReplicas"))
+	require.NotContains(t, phases, string(PhaseRollingBack), "no rollback")
+	require.Equal(t, PhaseDone, st.Phase)
+	require.Equal(t, PhasePending, st.Services[0].Phase, "never started")
+	require.Empty(t, st.Verdicts)
+	require.True(t, hasEvent(st, "REFUSED: images missing"))
+	for _, c := range []string{"a", "b"} {
+		requireServing(t, w, c, "web", "1.0.0", 2)
+	}
 }
 
 func TestReleaseMaxParallelClusters(t *testing.T) {

@@ -56,6 +56,13 @@ func (r *release) rollback(ctx workflow.Context) {
 	}
 	var problems []string
 	var all []string
+	bad := map[string]map[string]bool{} // service → cluster → its rollback could not finish
+	fail := func(service, cluster string) {
+		if bad[service] == nil {
+			bad[service] = map[string]bool{}
+		}
+		bad[service][cluster] = true
+	}
 	for _, layer := range layers {
 		type pair struct{ service, cluster string }
 		var pairs []pair
@@ -70,6 +77,7 @@ func (r *release) rollback(ctx workflow.Context) {
 			p := pairs[i]
 			if err := r.rollbackCluster(gctx, p.service, p.cluster); err != nil {
 				problems = append(problems, fmt.Sprintf("%s on %s: %s", p.service, p.cluster, errText(err)))
+				fail(p.service, p.cluster)
 				r.clusterProgress(gctx, p.service, p.cluster, func(c *ClusterProgress) { c.Message = "rollback failed: " + errText(err) })
 				return err
 			}
@@ -80,6 +88,11 @@ func (r *release) rollback(ctx workflow.Context) {
 	live, err := r.inspect(ctx, all, true)
 	if err != nil {
 		problems = append(problems, "could not inspect after the rollback: "+errText(err))
+		for _, name := range all {
+			for _, c := range sortedKeys(r.touched[name]) {
+				fail(name, c)
+			}
+		}
 	} else {
 		for _, name := range all {
 			sp := r.plan.Service(name)
@@ -87,13 +100,26 @@ func (r *release) rollback(ctx workflow.Context) {
 				cs := live.Cluster(c)
 				if cs != nil && cs.Error != "" {
 					problems = append(problems, fmt.Sprintf("%s on %s: cannot check, engine does not answer: %s", name, c, cs.Error))
+					fail(name, c)
 					continue
 				}
 				for _, p := range rollbackCheck(*sp.Cluster(c), cs.Containers(name)) {
 					problems = append(problems, fmt.Sprintf("%s on %s: %s", name, c, p))
+					fail(name, c)
 				}
 			}
 		}
+	}
+	// Each service and cluster says its own truth: back on what ran before, or not.
+	for _, name := range all {
+		p := PhaseRolledBack
+		for _, c := range sortedKeys(r.touched[name]) {
+			if bad[name][c] {
+				p = PhaseFailed
+				r.clusterProgress(ctx, name, c, func(cp *ClusterProgress) { cp.Phase = PhaseFailed })
+			}
+		}
+		r.svcPhase(name, p)
 	}
 	if len(problems) > 0 {
 		r.st.Outcome = OutcomeFailed
@@ -118,9 +144,6 @@ func (r *release) rollback(ctx workflow.Context) {
 	r.st.Reason = reason
 	if len(kept) > 0 {
 		r.st.Reason += fmt.Sprintf(" (kept at their new version, rollback scope service: %s)", strings.Join(kept, ", "))
-	}
-	for _, name := range all {
-		r.svcPhase(name, PhaseDone)
 	}
 	r.event(ctx, PhaseRollingBack, "", "", fmt.Sprintf("rolled back %s; checked: the previous version serves and no new replica is left", strings.Join(all, ", ")))
 }
@@ -185,12 +208,13 @@ func (r *release) rollbackCluster(ctx workflow.Context, service, cluster string)
 		return fmt.Errorf("removing the new replicas: %w", err)
 	}
 	if len(stop) > 0 {
-		st := ContainersInput{Target: tgt, Names: stop, StopTimeout: stopGrace}
-		if err := workflow.ExecuteActivity(rollbackOptionsFor(ctx, ActivityStopReplicas, 0), ActivityStopReplicas, st).Get(ctx, nil); err != nil {
+		res, err := r.stopReplicas(ctx, rollbackOptionsFor(ctx, ActivityStopReplicas, pol.StopGrace), service, cluster, stop)
+		if err != nil {
 			return fmt.Errorf("stopping the new-version replicas that existed before: %w", err)
 		}
+		r.event(ctx, PhaseRollingBack, service, cluster, "new-version replicas that existed before the release: "+stopSummary(stop, res, pol.StopGrace))
 	}
-	r.clusterProgress(ctx, service, cluster, func(p *ClusterProgress) { p.Phase = PhaseDone; p.Message = "rolled back" })
+	r.clusterProgress(ctx, service, cluster, func(p *ClusterProgress) { p.Phase = PhaseRolledBack; p.Message = "rolled back" })
 	return nil
 }
 
@@ -230,10 +254,15 @@ func (r *release) cleanup(ctx workflow.Context) {
 	_ = parallel(ctx, 0, len(jobs), func(gctx workflow.Context, i int) error {
 		j := jobs[i]
 		tgt := r.tgt[j.cluster]
+		stopped := "stopped 0"
 		if len(j.plan.Stop) > 0 {
-			in := ContainersInput{Target: tgt, Names: j.plan.Stop, StopTimeout: stopGrace}
-			if err := workflow.ExecuteActivity(optionsFor(gctx, ActivityStopReplicas, 0), ActivityStopReplicas, in).Get(gctx, nil); err != nil {
+			grace := r.pol[j.service].StopGrace
+			res, err := r.stopReplicas(gctx, optionsFor(gctx, ActivityStopReplicas, grace), j.service, j.cluster, j.plan.Stop)
+			if err != nil {
 				problems = append(problems, fmt.Sprintf("%s on %s: stop previous: %s", j.service, j.cluster, errText(err)))
+				stopped = "could not stop " + plural(len(j.plan.Stop), "replica")
+			} else {
+				stopped = stopSummary(j.plan.Stop, res, grace)
 			}
 		}
 		if len(j.plan.Remove) > 0 {
@@ -242,7 +271,7 @@ func (r *release) cleanup(ctx workflow.Context) {
 				problems = append(problems, fmt.Sprintf("%s on %s: remove old: %s", j.service, j.cluster, errText(err)))
 			}
 		}
-		r.event(gctx, PhaseCleaningUp, j.service, j.cluster, fmt.Sprintf("stopped %d, removed %d", len(j.plan.Stop), len(j.plan.Remove)))
+		r.event(gctx, PhaseCleaningUp, j.service, j.cluster, fmt.Sprintf("previous version: %s; older revisions: removed %d", stopped, len(j.plan.Remove)))
 		return nil
 	})
 	if len(problems) > 0 {
