@@ -53,13 +53,13 @@ func (a *LoadTestActivities) Generate(ctx context.Context, in workflows.LoadTest
 		if err != nil {
 			return workflows.LoadTestMetrics{}, err
 		}
-		g := loadGroup{Site: e.ProbeSite(t.Network())}
+		at := engine.ProbeAt{Network: t.Network()}
+		g := loadGroup{Site: e.ProbeSite(at)}
 		for _, r := range reps {
 			g.Addresses = append(g.Addresses, r.Address)
 		}
-		network := t.Network()
 		g.Probe = func(ctx context.Context, j probe.Job, emit func(probe.Result)) error {
-			return e.Probe(ctx, network, j, emit)
+			return e.Probe(ctx, at, j, emit)
 		}
 		ls.Groups = append(ls.Groups, g)
 	}

@@ -221,10 +221,12 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 		return workflows.Verdict{}, err
 	}
 	where := fmt.Sprintf("on cluster %s (engine %s)", in.Target.Cluster, in.Target.EngineEndpoint().Display())
-	network := in.Target.Network()
+	// The prober shares the network namespace of a stable replica (not under test), else of
+	// a new one, else runs on the environment network.
+	at := engine.ProbeAt{Network: in.Target.Network(), Beside: append(append([]string(nil), in.Baseline...), in.New...)}
 	finish := func(verdict workflows.Verdict) (workflows.Verdict, error) {
 		verdict.Service, verdict.Cluster, verdict.Stage, verdict.At = in.Service, in.Target.Cluster, in.Stage, time.Now().UTC()
-		verdict.Evidence.ProbedFrom = e.ProbeSite(network)
+		verdict.Evidence.ProbedFrom = e.ProbeSite(at)
 		logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason, "probed_from", verdict.Evidence.ProbedFrom)
 		return verdict, nil
 	}
@@ -235,7 +237,7 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	if len(in.New) == 0 {
 		return finish(workflows.Verdict{Result: workflows.VerdictInconclusive, Reason: "no new replica to verify"})
 	}
-	prog := verifyProgress{ProbedFrom: e.ProbeSite(network)}
+	prog := verifyProgress{ProbedFrom: e.ProbeSite(at)}
 	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
 	defer hb.close()
 
@@ -301,7 +303,7 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	defer stopProbes()
 	probeDone := make(chan error, 1)
 	go func() {
-		probeDone <- e.Probe(pctx, network, job, func(r probe.Result) {
+		probeDone <- e.Probe(pctx, at, job, func(r probe.Result) {
 			mu.Lock()
 			defer mu.Unlock()
 			prog.Results++

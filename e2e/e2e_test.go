@@ -314,7 +314,7 @@ func (f *fixture) answer(tg workflows.Target, addr string) string {
 	e, err := f.dialer.Dial(ctxT(f.t, time.Minute), tg.EngineEndpoint())
 	require.NoError(f.t, err)
 	var got []probe.Result
-	err = e.Probe(ctxT(f.t, time.Minute), tg.Network(), probe.Job{
+	err = e.Probe(ctxT(f.t, time.Minute), engine.ProbeAt{Network: tg.Network()}, probe.Job{
 		Targets: []string{addr}, Requests: []probe.Request{{Path: "/", KeepBody: 1024}}, Streams: []probe.Stream{{}},
 		Interval: 10 * time.Millisecond, Rounds: 1,
 	}, func(r probe.Result) { got = append(got, r) })

@@ -182,14 +182,23 @@ type Engine interface {
 	Stop(ctx context.Context, name string, timeout time.Duration) error
 	Start(ctx context.Context, name string) error
 	Remove(ctx context.Context, name string) error
-	// Probe runs a probe job next to the replicas, on the given network of this engine (or
-	// from the worker with Endpoint.DirectProbes), and calls emit for every result as it
-	// arrives. It returns when the job is done or ctx ends; nothing of it stays behind.
-	Probe(ctx context.Context, network string, job probe.Job, emit func(probe.Result)) error
+	// Probe runs a probe job next to the replicas, on this engine (or from the worker with
+	// Endpoint.DirectProbes), and calls emit for every result as it arrives. It returns when
+	// the job is done or ctx ends; nothing of it stays behind.
+	Probe(ctx context.Context, at ProbeAt, job probe.Job, emit func(probe.Result)) error
 	// ProbeSite says where Probe runs (for verdict evidence).
-	ProbeSite(network string) string
+	ProbeSite(at ProbeAt) string
 	// Close releases the client.
 	Close() error
+}
+
+// ProbeAt says where on an engine a probe job runs: in a probe container that shares the
+// network namespace of the first running container of Beside (no network of its own to
+// set up: it starts faster, and it reaches what that replica reaches), or else in one of
+// its own on Network.
+type ProbeAt struct {
+	Network string
+	Beside  []string
 }
 
 // Kind classifies engine errors so activities can tell permanent from transient.

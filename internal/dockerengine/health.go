@@ -153,7 +153,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 	h := healthFromLabels(c.Config.Labels)
 	startedAt := c.State.StartedAt
 	var runningSince time.Time // first seen running (with this StartedAt)
-	var lastProbe error
+	var lastProbe, probeFailed error
 	probes := 0
 
 	// HTTP checks: one probe job for the whole wait, started once the container has an
@@ -186,7 +186,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 			job.Duration = max(time.Until(dl), h.interval)
 		}
 		go func() {
-			probeErr <- e.Probe(pctx, netName, job, func(r probe.Result) {
+			probeErr <- e.Probe(pctx, engine.ProbeAt{Network: netName, Beside: []string{name}}, job, func(r probe.Result) {
 				select {
 				case results <- r:
 				case <-pctx.Done():
@@ -225,7 +225,10 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 				continue // report the deadline
 			}
 			if err != nil {
-				return engine.Container{}, err
+				// Judged after a fresh look: a container that exited meanwhile is reported
+				// as such (its prober could not start beside it), not as a probe error.
+				probeFailed = err
+				timer.Reset(0)
 			}
 			continue
 		case <-timer.C:
@@ -254,6 +257,9 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 				why = "container was created but never started"
 			}
 			return e.toContainer(ctx, c, false), e.unhealthy(ctx, op, c.ID, errors.New(why))
+		}
+		if probeFailed != nil {
+			return engine.Container{}, probeFailed
 		}
 		if st.StartedAt != startedAt || runningSince.IsZero() {
 			// First sight of this run (or it was restarted behind our back).

@@ -111,11 +111,14 @@ func (a *agentImage) load(path string) ([]byte, string, error) {
 }
 
 // ProbeSite says where this engine's probes run, for verdict evidence.
-func (e *Engine) ProbeSite(networkName string) string {
+func (e *Engine) ProbeSite(at engine.ProbeAt) string {
 	if e.direct {
 		return "worker (probes: direct)"
 	}
-	return fmt.Sprintf("engine %s (probe container on %s)", e.host, networkName)
+	if len(at.Beside) > 0 {
+		return fmt.Sprintf("engine %s (probe container beside the replicas on %s)", e.host, at.Network)
+	}
+	return fmt.Sprintf("engine %s (probe container on %s)", e.host, at.Network)
 }
 
 // Probe runs a probe job next to the replicas on networkName and calls emit for every
@@ -123,9 +126,9 @@ func (e *Engine) ProbeSite(networkName string) string {
 // It returns when the job is done, or when ctx ends (the probe container is then removed).
 // An engine that cannot run the job is an *engine.Error (KindUnavailable when the engine
 // does not answer); the error names the engine.
-func (e *Engine) Probe(ctx context.Context, networkName string, job probe.Job, emit func(probe.Result)) error {
+func (e *Engine) Probe(ctx context.Context, at engine.ProbeAt, job probe.Job, emit func(probe.Result)) error {
 	if err := job.Validate(); err != nil {
-		return &engine.Error{Kind: engine.KindInvalid, Op: "probe on " + networkName, Err: err}
+		return &engine.Error{Kind: engine.KindInvalid, Op: "probe on " + at.Network, Err: err}
 	}
 	if e.direct {
 		err := probe.Run(ctx, job, emit)
@@ -134,22 +137,47 @@ func (e *Engine) Probe(ctx context.Context, networkName string, job probe.Job, e
 		}
 		return err
 	}
-	return e.probeInContainer(ctx, networkName, job, emit)
+	return e.probeInContainer(ctx, at, job, emit)
 }
 
-func (e *Engine) probeInContainer(ctx context.Context, networkName string, job probe.Job, emit func(probe.Result)) error {
-	op := fmt.Sprintf("probe on %s of engine %s", networkName, e.host)
+// netMode is where a probe container's network comes from: the namespace of the first
+// running container of at.Beside, or at.Network; labels are the environment's and the
+// cluster's (from that container or network), so a leftover is found like a replica.
+func (e *Engine) netMode(ctx context.Context, op string, at engine.ProbeAt) (container.NetworkMode, map[string]string, error) {
+	labels := map[string]string{}
+	for _, name := range at.Beside {
+		c, err := e.inspect(ctx, op, name)
+		if err != nil || c.State == nil || !c.State.Running || c.Config == nil {
+			continue
+		}
+		for _, k := range []string{engine.LabelEnvironment, engine.LabelCluster} {
+			labels[k] = c.Config.Labels[k]
+		}
+		return container.NetworkMode("container:" + c.ID), labels, nil
+	}
+	nets, err := e.networksNamed(ctx, op, at.Network)
+	if err != nil {
+		return "", nil, err
+	}
+	if len(nets) == 0 {
+		return "", nil, &engine.Error{Kind: engine.KindNotFound, Op: op, Err: fmt.Errorf("network %s does not exist", at.Network)}
+	}
+	for _, k := range []string{engine.LabelEnvironment, engine.LabelCluster} {
+		labels[k] = nets[0].Labels[k]
+	}
+	return container.NetworkMode(nets[0].ID), labels, nil
+}
+
+func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job probe.Job, emit func(probe.Result)) error {
+	op := fmt.Sprintf("probe on %s of engine %s", at.Network, e.host)
 	img, agentArgs, err := e.ensureProbeImage(ctx)
 	if err != nil {
 		return err
 	}
 	e.sweepProbes(ctx)
-	nets, err := e.networksNamed(ctx, op, networkName)
+	mode, where, err := e.netMode(ctx, op, at)
 	if err != nil {
 		return err
-	}
-	if len(nets) == 0 {
-		return &engine.Error{Kind: engine.KindNotFound, Op: op, Err: fmt.Errorf("network %s does not exist", networkName)}
 	}
 	arg, err := probe.EncodeJob(job)
 	if err != nil {
@@ -164,10 +192,8 @@ func (e *Engine) probeInContainer(ctx context.Context, networkName string, job p
 		engine.LabelRole:    roleProbe,
 		labelProbeExpires:   time.Now().Add(lifetime).UTC().Format(time.RFC3339),
 	}
-	// The network's environment and cluster, so the probe container is counted with what
-	// Slipway runs there (and a leftover is found by the same checks as a replica).
-	for _, k := range []string{engine.LabelEnvironment, engine.LabelCluster} {
-		if v := nets[0].Labels[k]; v != "" {
+	for k, v := range where {
+		if v != "" {
 			labels[k] = v
 		}
 	}
@@ -181,7 +207,7 @@ func (e *Engine) probeInContainer(ctx context.Context, networkName string, job p
 	}
 	hostCfg := &container.HostConfig{
 		AutoRemove:     true, // gone when its job ends, even if the worker died meanwhile
-		NetworkMode:    container.NetworkMode(nets[0].ID),
+		NetworkMode:    mode,
 		ReadonlyRootfs: true,
 		CapDrop:        []string{"ALL"},
 		SecurityOpt:    []string{"no-new-privileges"},
@@ -191,6 +217,10 @@ func (e *Engine) probeInContainer(ctx context.Context, networkName string, job p
 	cctx, cancel := e.call(ctx)
 	created, err := e.cli.ContainerCreate(cctx, cfg, hostCfg, nil, nil, name)
 	cancel()
+	if err != nil && len(at.Beside) > 0 && strings.Contains(err.Error(), "non running container") {
+		// The container it was to share a network with stopped meanwhile: on the network.
+		return e.probeInContainer(ctx, engine.ProbeAt{Network: at.Network}, job, emit)
+	}
 	if err != nil {
 		return classify(op, err)
 	}
@@ -207,6 +237,10 @@ func (e *Engine) probeInContainer(ctx context.Context, networkName string, job p
 	cctx, cancel = e.call(ctx)
 	err = e.cli.ContainerStart(cctx, created.ID, container.StartOptions{})
 	cancel()
+	if err != nil && len(at.Beside) > 0 && strings.Contains(err.Error(), "non running container") {
+		e.removeProbe(ctx, created.ID)
+		return e.probeInContainer(ctx, engine.ProbeAt{Network: at.Network}, job, emit)
+	}
 	if err != nil {
 		return classify(op, err)
 	}

@@ -26,10 +26,10 @@ func probeContainers(t *testing.T, env string) []string {
 }
 
 // collect runs a job and returns its results.
-func collect(ctx context.Context, e *Engine, network string, j probe.Job) ([]probe.Result, error) {
+func collect(ctx context.Context, e *Engine, network string, j probe.Job, beside ...string) ([]probe.Result, error) {
 	var mu sync.Mutex
 	var got []probe.Result
-	err := e.Probe(ctx, network, j, func(r probe.Result) {
+	err := e.Probe(ctx, engine.ProbeAt{Network: network, Beside: beside}, j, func(r probe.Result) {
 		mu.Lock()
 		got = append(got, r)
 		mu.Unlock()
@@ -45,7 +45,13 @@ func TestProbeRunsNextToTheReplica(t *testing.T) {
 	if c.Address == "" {
 		t.Fatal("no address")
 	}
-	for _, direct := range []bool{false, true} {
+	for _, mode := range []string{"network", "beside", "direct"} {
+		direct := mode == "direct"
+		var beside []string
+		if mode == "beside" {
+			// a missing container first: the next running one is joined
+			beside = []string{"slipway." + f.env + ".a.web.none.0", s.ContainerName()}
+		}
 		e := f.e
 		if direct {
 			de, err := dialer.Dial(context.Background(), engine.Endpoint{Cluster: "a", DirectProbes: true})
@@ -61,7 +67,7 @@ func TestProbeRunsNextToTheReplica(t *testing.T) {
 			Interval: 100 * time.Millisecond,
 			Rounds:   5,
 		}
-		got, err := collect(ctxT(t, time.Minute), e, s.Network, job)
+		got, err := collect(ctxT(t, time.Minute), e, s.Network, job, beside...)
 		if err != nil {
 			t.Fatalf("direct=%t: %v", direct, err)
 		}
@@ -87,7 +93,7 @@ func TestProbeRunsNextToTheReplica(t *testing.T) {
 				t.Errorf("direct=%t: round %d has %d results, want 3", direct, i, rounds[i])
 			}
 		}
-		site := e.ProbeSite(s.Network)
+		site := e.ProbeSite(engine.ProbeAt{Network: s.Network})
 		if direct != strings.Contains(site, "worker") || !direct && !strings.Contains(site, s.Network) {
 			t.Errorf("direct=%t: site %q", direct, site)
 		}
@@ -139,7 +145,7 @@ func TestProbeCancelledRemovesItsContainer(t *testing.T) {
 	defer cancel()
 	n := 0
 	var once sync.Once
-	err := f.e.Probe(ctx, s.Network, probe.Job{
+	err := f.e.Probe(ctx, engine.ProbeAt{Network: s.Network}, probe.Job{
 		Targets: []string{c.Address}, Requests: []probe.Request{{Path: "/"}}, Streams: []probe.Stream{{}},
 		Interval: 50 * time.Millisecond, Duration: time.Hour,
 	}, func(probe.Result) {
@@ -186,7 +192,7 @@ func TestSweepProbesRemovesStaleOnes(t *testing.T) {
 
 func TestProbeNeedsTheNetwork(t *testing.T) {
 	f := setup(t)
-	err := f.e.Probe(ctxT(t, time.Minute), engine.NetworkName(f.env, "nowhere"), probe.Job{
+	err := f.e.Probe(ctxT(t, time.Minute), engine.ProbeAt{Network: engine.NetworkName(f.env, "nowhere")}, probe.Job{
 		Targets: []string{"10.0.0.1:80"}, Requests: []probe.Request{{Path: "/"}}, Streams: []probe.Stream{{}},
 		Interval: time.Second, Rounds: 1,
 	}, func(probe.Result) {})
