@@ -205,7 +205,13 @@ func (c *Client) Decide(ctx context.Context, id, action, reason string) (*Releas
 
 // DecideService is Decide narrowed to one service (approve only that service's gate).
 func (c *Client) DecideService(ctx context.Context, id, action, reason, service string) (*Release, error) {
-	body, err := json.Marshal(DecisionRequest{Reason: reason, Service: service})
+	return c.DecideGate(ctx, id, action, reason, service, "")
+}
+
+// DecideGate is Decide naming one pending gate by service and cluster (either may be
+// empty): approve only that gate, or abort the release refusing it.
+func (c *Client) DecideGate(ctx context.Context, id, action, reason, service, cluster string) (*Release, error) {
+	body, err := json.Marshal(DecisionRequest{Reason: reason, Service: service, Cluster: cluster})
 	if err != nil {
 		return nil, fmt.Errorf("encode decision: %w", err)
 	}

@@ -84,8 +84,12 @@ type TriggerRequest struct {
 // DecisionRequest is the optional JSON body of approve / abort / pause / resume / rollback.
 type DecisionRequest struct {
 	Reason string `json:"reason,omitempty"`
-	// Service narrows an approval to one service's gate (empty: every pending gate).
+	// Service and Cluster name a pending gate (approve and abort only; the status lists the
+	// gates). An approve without them approves every pending gate, as long as that is one
+	// per service; with two gates of one service pending (two clusters of a wave), it must
+	// name the cluster. An abort naming a gate refuses it: the release rolls back.
 	Service string `json:"service,omitempty"`
+	Cluster string `json:"cluster,omitempty"`
 }
 
 // StreamEvent is one Server-Sent Event of GET /v1/releases/{id}/events.

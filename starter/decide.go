@@ -33,7 +33,7 @@ func (s *Server) decisionBody(c *gin.Context) (apiclient.DecisionRequest, error)
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		return d, badRequest("body: %v (expected {\"reason\": \"...\"})", err)
+		return d, badRequest("body: %v (expected {\"reason\": \"...\"}, and for approve or abort optionally \"service\" and \"cluster\")", err)
 	}
 	return d, nil
 }
@@ -60,12 +60,16 @@ func (s *Server) decide(update string, perm Permission) gin.HandlerFunc {
 			writeProblem(c, err)
 			return
 		}
+		if (d.Service != "" || d.Cluster != "") && update != workflows.UpdateApprove && update != workflows.UpdateAbort {
+			writeProblem(c, badRequest("service and cluster name a gate: only approve and abort take them"))
+			return
+		}
 		ctx, cancel := s.callCtx(c)
 		defer cancel()
 		h, err := s.tc.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
 			WorkflowID:   id,
 			UpdateName:   update,
-			Args:         []any{workflows.Decision{Actor: who(c).name, Reason: d.Reason, Service: d.Service}},
+			Args:         []any{workflows.Decision{Actor: who(c).name, Reason: d.Reason, Service: d.Service, Cluster: d.Cluster}},
 			WaitForStage: client.WorkflowUpdateStageCompleted,
 		})
 		if err == nil {
@@ -75,7 +79,7 @@ func (s *Server) decide(update string, perm Permission) gin.HandlerFunc {
 			writeProblem(c, s.updateError(c, id, update, err))
 			return
 		}
-		s.log.Info("release decision", "id", id, "update", update, "actor", who(c).name)
+		s.log.Info("release decision", "id", id, "update", update, "actor", who(c).name, "service", d.Service, "cluster", d.Cluster)
 		rel, err := s.fetch(c.Request.Context(), id, false)
 		if err != nil {
 			writeProblem(c, err)

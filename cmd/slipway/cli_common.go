@@ -141,18 +141,43 @@ func outcomeExit(rel *apiclient.Release) error {
 		return &exitError{codeRolledBack, fmt.Errorf("release %s rolled back: %s", rel.ID, rel.Reason)}
 	case workflows.OutcomeFailed:
 		return &exitError{codeFailed, fmt.Errorf("release %s failed: %s", rel.ID, rel.Reason)}
+	case workflows.OutcomeRefused:
+		return &exitError{codeError, fmt.Errorf("release %s refused: %s", rel.ID, rel.Reason)}
 	case workflows.OutcomeNone:
 		if atGate(rel.Status) || rel.AwaitingHuman() {
-			what := "awaiting approval"
 			if rel.Status != nil && rel.Status.Paused || rel.Phase == workflows.PhasePaused {
-				what = "paused"
+				return &exitError{codeWaiting, fmt.Errorf("release %s is paused (resume: slipway resume %s)", rel.ID, rel.ID)}
 			}
-			return &exitError{codeWaiting, fmt.Errorf("release %s is %s (approve: slipway approve %s)", rel.ID, what, rel.ID)}
+			return &exitError{codeWaiting, fmt.Errorf("release %s is awaiting approval (approve: %s)", rel.ID, approveHint(rel))}
 		}
 		return &exitError{codeWaiting, fmt.Errorf("release %s is still running (phase %s) when the wait ended", rel.ID, rel.Phase)}
 	default: // refused, or an outcome this CLI does not know
 		return &exitError{codeError, fmt.Errorf("release %s %s: %s", rel.ID, rel.Outcome, rel.Reason)}
 	}
+}
+
+// approveHint is the command that approves a release's pending gates: one approve when that
+// names them all (at most one per service), else one per gate naming its cluster.
+func approveHint(rel *apiclient.Release) string {
+	var gates []workflows.Gate
+	if rel.Status != nil {
+		gates = rel.Status.Gates
+	}
+	per := map[string]int{}
+	for _, g := range gates {
+		per[g.Service]++
+	}
+	var cmds []string
+	for _, g := range gates {
+		if per[g.Service] < 2 {
+			continue
+		}
+		cmds = append(cmds, fmt.Sprintf("slipway approve %s --service %s --cluster %s", rel.ID, g.Service, g.Cluster))
+	}
+	if len(cmds) == 0 {
+		return "slipway approve " + rel.ID
+	}
+	return strings.Join(cmds, "; ")
 }
 
 // atGate reports whether a release stands at a human gate: paused, or a service awaiting
@@ -246,6 +271,13 @@ func printRelease(cmd *cobra.Command, f *clientFlags, rel *apiclient.Release) er
 	if rel.Status != nil {
 		for _, s := range rel.Status.Services {
 			fmt.Fprintf(out, "  %-16s %s  %s\n", s.Service, versions(s.FromVersion, s.ToVersion), s.Phase)
+		}
+		for _, g := range rel.Status.Gates {
+			where := g.Service
+			if g.Cluster != "" {
+				where += " on " + g.Cluster
+			}
+			fmt.Fprintf(out, "  awaiting approval: %s: %s (until %s, then %s)\n", where, g.Reason, g.Deadline.Local().Format("15:04:05"), g.OnTimeout)
 		}
 		if rel.Status.TriggeredBy != "" {
 			fmt.Fprintf(out, "  triggered by %s", rel.Status.TriggeredBy)

@@ -13,15 +13,15 @@ import (
 // newDecisionCmd builds approve, abort, pause or resume.
 func newDecisionCmd(action, short string) *cobra.Command {
 	var (
-		f               clientFlags
-		w               waitFlags
-		reason, service string
+		f                        clientFlags
+		w                        waitFlags
+		reason, service, cluster string
 	)
 	cmd := &cobra.Command{
 		Use:   action + " ID",
 		Short: short,
 		Long: short + `. A decision the release refuses (e.g. approving a release that is not
-awaiting approval) is reported with the release's reason and exit code 1.`,
+awaiting approval) is reported with the release's reason and exit code 1.` + gateHelp(action),
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := f.client()
@@ -30,10 +30,7 @@ awaiting approval) is reported with the release's reason and exit code 1.`,
 			}
 			ctx, cancel := signalContext(cmd)
 			defer cancel()
-			if service != "" && action != apiclient.ActionApprove {
-				return fmt.Errorf("--service only applies to approve")
-			}
-			rel, err := c.DecideService(ctx, args[0], action, reason, service)
+			rel, err := c.DecideGate(ctx, args[0], action, reason, service, cluster)
 			if err != nil {
 				return err
 			}
@@ -46,10 +43,34 @@ awaiting approval) is reported with the release's reason and exit code 1.`,
 	f.register(cmd)
 	w.register(cmd)
 	cmd.Flags().StringVar(&reason, "reason", "", "why (recorded in the release)")
-	if action == apiclient.ActionApprove {
+	switch action {
+	case apiclient.ActionApprove:
 		cmd.Flags().StringVar(&service, "service", "", "approve only this service's gate")
+		cmd.Flags().StringVar(&cluster, "cluster", "", "approve only the gate on this cluster (needed when two clusters of a service wait)")
+	case apiclient.ActionAbort:
+		cmd.Flags().StringVar(&service, "service", "", "abort refusing this service's pending gate (rejected if it is not pending)")
+		cmd.Flags().StringVar(&cluster, "cluster", "", "abort refusing the pending gate on this cluster (rejected if it is not pending)")
 	}
 	return cmd
+}
+
+func gateHelp(action string) string {
+	switch action {
+	case apiclient.ActionApprove:
+		return `
+
+A release can wait at several gates at once: a verdict that could not decide opens one per
+service and cluster (the clusters of a wave verify in parallel), a canary approval one per
+service. "slipway status ID" lists them. Without --service and --cluster, approve approves
+every pending gate as long as that is one per service; with two gates of one service
+pending it is refused (the message lists the clusters): name the one with --cluster.`
+	case apiclient.ActionAbort:
+		return `
+
+With --service and/or --cluster, the abort refuses that pending gate (and is refused itself
+if that gate is no longer pending); the whole release rolls back either way.`
+	}
+	return ""
 }
 
 func newRollbackCmd() *cobra.Command {

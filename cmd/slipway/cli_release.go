@@ -44,8 +44,9 @@ func newReleaseCmd() *cobra.Command {
 		Long: `Starts a release: either a whole deployment spec (-f, with optional --set overrides), or
 new versions of some services (--set) against the environment's checked-in spec
 (--environment). With --wait it shows live progress (phase per service and cluster) and exits
-with the outcome: 0 succeeded, 1 usage or API error, 2 rolled back, 3 still paused or
-awaiting approval (or still running at --timeout), 4 failed.`,
+with the outcome: 0 succeeded, 1 usage or API error or refused (nothing was changed: another
+release of the service in flight, or an image missing from a cluster; the reason is printed),
+2 rolled back, 3 still paused or awaiting approval (or still running at --timeout), 4 failed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := f.client()

@@ -173,8 +173,9 @@ func cliReleaseID(t *testing.T, text string) string {
 }
 
 // TestCLIExitCodes runs the CLI against real releases: one that succeeds (0), one that
-// rolls back (2), one that waits for approval (3) and is then approved (0), one that is
-// aborted at its gate (rolled back: 2), and usage / API errors (1).
+// rolls back (2), one refused because its image does not exist (1), one that waits for
+// approval (3) and is then approved (0), one that is aborted at its gate (rolled back: 2),
+// and usage / API errors (1).
 func TestCLIExitCodes(t *testing.T) {
 	s := newCLIStack(t)
 	env := cliEnv(t)
@@ -196,6 +197,14 @@ func TestCLIExitCodes(t *testing.T) {
 		t.Fatalf("bad release: exit %d\n%s\n%s", code, out, errOut)
 	}
 
+	// A version whose image is on no engine is refused before anything changes: exit 1,
+	// and --wait prints the reason naming the image and the cluster.
+	code, out, errOut = s.run(t, "release", "-f", good, "--set", "web=no-such-version", "--wait")
+	if code != codeError || !strings.Contains(out, "refused") || !strings.Contains(out, "slipway/demo:no-such-version on cluster c1") ||
+		!strings.Contains(errOut, "refused: images missing, nothing was changed") {
+		t.Fatalf("release of a missing image: exit %d\n%s\n%s", code, out, errOut)
+	}
+
 	// A release that needs approval stops waiting at the gate: exit 3; approve --wait: 0.
 	gated := writeCLISpec(t, dir, "gated.yaml", cliSpec(env, "1.1.0", true))
 	code, out, errOut = s.run(t, "release", "-f", gated, "--wait")
@@ -203,6 +212,12 @@ func TestCLIExitCodes(t *testing.T) {
 		t.Fatalf("gated release: exit %d\n%s\n%s", code, out, errOut)
 	}
 	gatedID := cliReleaseID(t, out)
+	// Naming a gate that is not pending is refused with what is pending: the canary
+	// approval is one gate per service, with no cluster.
+	code, _, errOut = s.run(t, "approve", gatedID, "--cluster", "c1")
+	if code != codeError || !strings.Contains(errOut, "cluster c1 is not awaiting approval (awaiting: web)") {
+		t.Fatalf("approve --cluster of a gate that is not pending: exit %d\n%s", code, errOut)
+	}
 	code, out, errOut = s.run(t, "approve", gatedID, "--reason", "canary is fine", "--wait")
 	if code != codeSucceeded || !strings.Contains(out, "approved by ci") {
 		t.Fatalf("approve --wait: exit %d\n%s\n%s", code, out, errOut)
