@@ -178,6 +178,29 @@ func TestStartReplicasUnhealthy(t *testing.T) {
 	}
 }
 
+// TestStartReplicasPreTrafficCheck: a healthy replica that fails every request is probed
+// out of traffic before it takes any, and never takes traffic; a good one goes in.
+func TestStartReplicasPreTrafficCheck(t *testing.T) {
+	f := newFixture(t)
+	verified := func(s *spec.Service) {
+		s.Verification = &spec.Verification{Requests: []spec.Probe{{Path: "/", Method: "GET", Timeout: spec.Duration(time.Second)}}}
+	}
+	_, err := f.start(demo("bad-routes", verified), engine.RoleCanary, 0)
+	require.Error(t, err)
+	ae := appErr(t, err)
+	require.Equal(t, workflows.ErrUnhealthy, ae.Type())
+	require.True(t, ae.NonRetryable())
+	require.Contains(t, ae.Error(), "pre-traffic check")
+	require.Contains(t, ae.Error(), "GET /")
+	require.Contains(t, ae.Error(), "500×")
+	for _, c := range f.inspect().Clusters[0].Services[0].Versions[0].Containers {
+		require.False(t, c.InTraffic, "%s took traffic", c.Name)
+	}
+	good, err := f.start(demo("1.1.0", func(s *spec.Service) { verified(s); s.Name = "ok" }), engine.RoleCanary, 0)
+	require.NoError(t, err)
+	require.True(t, good[0].InTraffic)
+}
+
 func TestStartReplicasRefusedByPolicy(t *testing.T) {
 	f := newFixture(t)
 	_, err := f.start(demo("1.0.0", func(s *spec.Service) { s.Privileged = true }), engine.RoleStable, 0)

@@ -172,6 +172,10 @@ func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplic
 		for i, cs := range specs {
 			names[i] = cs.ContainerName()
 		}
+		// Out of traffic still: a version that fails every request stops here.
+		if err := a.preTraffic(ctx, e, in.Target, in.Service, names); err != nil {
+			return workflows.StartReplicasResult{}, err
+		}
 		if err := a.attach(ctx, e, in.Target, in.Service.Name, names); err != nil {
 			return workflows.StartReplicasResult{}, err
 		}
