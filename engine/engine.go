@@ -188,6 +188,12 @@ type Engine interface {
 	Probe(ctx context.Context, at ProbeAt, job probe.Job, emit func(probe.Result)) error
 	// ProbeSite says where Probe runs (for verdict evidence).
 	ProbeSite(at ProbeAt) string
+	// Events streams what happens to the replicas matching sel (Environment required): every
+	// die, oom, restart and unhealthy (image health check) of one of Slipway's containers,
+	// probe containers excluded, calling fn in order. since replays the events from that
+	// engine time on (zero: only new ones). It returns ctx's error when ctx ends, and an error
+	// of kind KindUnavailable when the stream breaks or the engine stops answering.
+	Events(ctx context.Context, sel Selector, since time.Time, fn func(Event)) error
 	// Close releases the client.
 	Close() error
 }
