@@ -158,7 +158,11 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	switch v.Kind() {
 	case reflect.Pointer:
 		p := reflect.New(v.Type().Elem())
-		d.decodeValue(n, p.Elem(), path)
+		if p.Elem().Type() == durationType { // *Duration: a duration whose 0s is a value
+			d.decodeDuration(n, p.Elem(), path)
+		} else {
+			d.decodeValue(n, p.Elem(), path)
+		}
 		v.Set(p)
 	default:
 		d.decodeValue(n, v, path)

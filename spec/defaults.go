@@ -173,6 +173,9 @@ func inheritDefaults(s *Service, d *ServiceDefaults) {
 			setIfZero(&v.MaxP95Latency, dv.MaxP95Latency)
 			setIfZero(&v.MaxLatencyRatio, dv.MaxLatencyRatio)
 			setIfZero(&v.Confidence, dv.Confidence)
+			if v.Bake == nil {
+				v.Bake = cloneDuration(dv.Bake)
+			}
 		}
 	}
 	if d.Rollback != nil {
@@ -185,6 +188,14 @@ func inheritDefaults(s *Service, d *ServiceDefaults) {
 		}
 	}
 }
+
+// DefaultBake is verification.bake when unset: how long the new replicas stay watched
+// after a service's last wave before the release may finish. MaxBake is the longest a spec
+// may ask for.
+const (
+	DefaultBake = 30 * time.Second
+	MaxBake     = 24 * time.Hour
+)
 
 // DefaultStopGrace is services[].stop_grace when unset: how long a replica that is stopped
 // gets between SIGTERM and SIGKILL. MaxStopGrace is the longest a spec may ask for.
@@ -248,6 +259,10 @@ func builtinDefaults(env *Environment, s *Service) {
 	setIfZero(&v.MaxErrorRate, DefaultMaxErrorRate)
 	setIfZero(&v.Confidence, DefaultConfidence)
 	setIfZero(&v.MaxLatencyRatio, DefaultMaxLatencyRatio)
+	if v.Bake == nil { // a pointer: 0s (no bake) is a value of its own
+		b := Duration(DefaultBake)
+		v.Bake = &b
+	}
 
 	if s.Rollback == nil {
 		s.Rollback = &Rollback{}
@@ -286,7 +301,16 @@ func cloneCanary(c *Canary) *Canary {
 func cloneVerification(v *Verification) *Verification {
 	out := *v
 	out.Requests = cloneProbes(v.Requests)
+	out.Bake = cloneDuration(v.Bake)
 	return &out
+}
+
+func cloneDuration(d *Duration) *Duration {
+	if d == nil {
+		return nil
+	}
+	c := *d
+	return &c
 }
 
 func cloneProbes(ps []Probe) []Probe {

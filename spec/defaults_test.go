@@ -28,7 +28,7 @@ func TestBuiltinDefaults(t *testing.T) {
 		Rollout: &Rollout{BatchSize: 1},
 		// No port: nothing to probe over HTTP.
 		Verification: &Verification{Skip: true, Interval: Duration(10 * time.Millisecond), Duration: Duration(10 * time.Second),
-			MinSamples: 700, MaxErrorRate: 0.01, Confidence: 0.999, MaxLatencyRatio: 1.5},
+			MinSamples: 700, MaxErrorRate: 0.01, Confidence: 0.999, MaxLatencyRatio: 1.5, Bake: durationPtr(30 * time.Second)},
 		Rollback:  &Rollback{Scope: ScopeRelease, KeepPrevious: KeepRunning},
 		StopGrace: Duration(10 * time.Second),
 	}

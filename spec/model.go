@@ -276,6 +276,12 @@ type Verification struct {
 	// Confidence of a failed verdict: the chance that a version no worse than stable is
 	// failed is at most 1 − confidence (default 0.999).
 	Confidence float64 `yaml:"confidence,omitempty" json:"confidence,omitempty" jsonschema:"exclusiveMinimum=0.5,exclusiveMaximum=1"`
+	// Bake is how long the new replicas stay watched after the service's last wave before
+	// the release may finish. From its first new replica until the release ends, a replica
+	// that exits, is killed for memory, is restarted or turns unhealthy (its image's health
+	// check) fails the release, which rolls back. Default 30s; 0s ends the release at the
+	// last wave (the replicas are watched until then). At most 24h. Applies with skip too.
+	Bake *Duration `yaml:"bake,omitempty" json:"bake,omitempty"`
 	// Skip turns verification off (health checks still apply).
 	Skip bool `yaml:"skip,omitempty" json:"skip,omitempty"`
 }

@@ -643,6 +643,12 @@ func (v *validator) verification(p string, vf *Verification) {
 			v.errorf(p+".max_latency_ratio", "max_latency_ratio must be at least 1 (new p95 / stable p95), got %g", vf.MaxLatencyRatio)
 		}
 	}
+	if vf.Bake != nil {
+		v.durationNonNegative(p+".bake", *vf.Bake)
+		if vf.Bake.D() > MaxBake {
+			v.errorf(p+".bake", "bake %s is longer than the %s allowed (how long the new replicas stay watched after the last wave)", *vf.Bake, MaxBake)
+		}
+	}
 }
 
 // rate checks an error-rate threshold: 0 < r ≤ 1. Zero cannot be told apart from "unset".
