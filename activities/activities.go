@@ -86,6 +86,7 @@ func Register(r sdkworker.ActivityRegistry, a *Activities) {
 		workflows.ActivityStartStopped:   a.StartStopped,
 		workflows.ActivityRemoveReplicas: a.RemoveReplicas,
 		workflows.ActivityVerify:         a.Verify,
+		workflows.ActivityWatchReplicas:  a.WatchReplicas,
 	} {
 		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

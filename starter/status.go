@@ -421,7 +421,7 @@ func (s *Server) listReleases(c *gin.Context) {
 func validPhase(v string) bool {
 	switch workflows.Phase(v) {
 	case workflows.PhasePending, workflows.PhasePlanning, workflows.PhaseCanary, workflows.PhaseVerifying,
-		workflows.PhaseAwaitingApproval, workflows.PhasePaused, workflows.PhaseRollingOut,
+		workflows.PhaseAwaitingApproval, workflows.PhasePaused, workflows.PhaseRollingOut, workflows.PhaseBaking,
 		workflows.PhaseRollingBack, workflows.PhaseCleaningUp, workflows.PhaseDone, workflows.PhaseSkipped:
 		return true
 	}

@@ -7,6 +7,7 @@ package workflows
 import (
 	"time"
 
+	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/judgment"
 	"github.com/slipwayhq/slipway/spec"
 )
@@ -66,6 +67,7 @@ const (
 	PhaseAwaitingApproval Phase = "awaiting_approval"
 	PhasePaused           Phase = "paused"
 	PhaseRollingOut       Phase = "rolling_out"
+	PhaseBaking           Phase = "baking" // rolled out; the new replicas are watched for the bake time
 	PhaseRollingBack      Phase = "rolling_back"
 	PhaseCleaningUp       Phase = "cleaning_up"
 	PhaseDone             Phase = "done"
@@ -161,6 +163,9 @@ type Evidence struct {
 	// Statistics is the whole judgment: both sides' counts, error rates and percentiles,
 	// every test with its statistic, p-value and threshold.
 	Statistics *judgment.Result `json:"statistics,omitempty"`
+	// Event is what the engine reported of a new replica (stage "watch"): it exited, was
+	// killed for memory, was restarted or turned unhealthy.
+	Event *engine.Event `json:"event,omitempty"`
 }
 
 // Verdict of one verification.

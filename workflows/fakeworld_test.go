@@ -34,6 +34,7 @@ type fakeWorld struct {
 	hook     func(call string)
 	verifies []VerifyInput
 	stops    []ContainersInput
+	watch    fakeWatch // what the engines report of the new replicas (watch_fake_test.go)
 }
 
 func newWorld(env string) *fakeWorld {
@@ -61,6 +62,7 @@ func (w *fakeWorld) register(r activityRegistry) {
 	} {
 		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
+	w.registerWatch(r)
 }
 
 // seed puts n running, in-traffic replicas of service@version on a cluster.

@@ -21,6 +21,7 @@ const (
 	ActivityStartStopped   = "StartStopped"
 	ActivityRemoveReplicas = "RemoveReplicas"
 	ActivityVerify         = "Verify"
+	ActivityWatchReplicas  = "WatchReplicas"
 )
 
 // Application error types raised by activities. Every one except ErrEngineUnavailable,

@@ -36,6 +36,9 @@ func retry(attempts int32) *temporal.RetryPolicy {
 //     from the heartbeat (slots already healthy) after a retry.
 //   - Verify: runs for the verification duration, heartbeats its samples and resumes with
 //     them after a retry.
+//   - WatchReplicas: runs until the workflow cancels it or its window (added) ends,
+//     heartbeats the engine time of the last event it saw and resumes from it after a retry;
+//     more attempts than the others, since it spans the whole release.
 var activityOptions = map[string]workflow.ActivityOptions{
 	ActivityInspect:        {StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry(5)},
 	ActivityCheckImages:    {StartToCloseTimeout: 30 * time.Second, RetryPolicy: retry(5)},
@@ -46,6 +49,7 @@ var activityOptions = map[string]workflow.ActivityOptions{
 	ActivityStartReplicas:  {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
 	ActivityStartStopped:   {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
 	ActivityVerify:         {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
+	ActivityWatchReplicas:  {StartToCloseTimeout: time.Minute, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(10)},
 }
 
 // rollbackAttempts is how hard the rollback tries each step: more than the release itself,

@@ -50,6 +50,7 @@ type release struct {
 	stopped   map[string]map[string][]string // old containers stopped (keep_previous: stopped)
 	completed map[string]bool                // services rolled out and verified everywhere
 	failed    map[string]bool                // services whose step failed
+	watch     watches                        // the lifecycle watches of the new replicas (watch.go)
 }
 
 // failure is the first reason the release must roll back.
@@ -87,6 +88,10 @@ func (g *gate) where() string {
 const (
 	// changeVerifyNoWait: a cancelled Verify no longer holds the rollback back.
 	changeVerifyNoWait = "verify-no-wait-for-cancel"
+	// changeWatchReplicas: the new replicas are watched (exit, OOM, restart, unhealthy) from
+	// their start until the release ends, and the release bakes after the last wave
+	// (watch.go). Before: nothing watched them between verifications.
+	changeWatchReplicas = "watch-replicas"
 	// changeGatePerCluster: approval gates are keyed by service and cluster (two clusters of
 	// a wave can both wait for a human), and the release's phase goes back only when the
 	// last pending gate closes. Before: one gate per service, the later one replacing the
@@ -116,6 +121,7 @@ func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
 	r.cancelRun = cancel
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	err := r.run(runCtx, dctx)
+	r.stopWatches(ctx) // before the cleanup or the rollback stops a watched replica
 
 	switch {
 	case r.refused != "":
@@ -240,7 +246,7 @@ func (r *release) run(ctx, dctx workflow.Context) error {
 			return r.stopErr(err)
 		}
 	}
-	return nil
+	return r.bake(ctx)
 }
 
 func (r *release) holdsAll(services []string) bool {
@@ -386,6 +392,7 @@ func (r *release) runService(ctx workflow.Context, name string) error {
 		}
 	}
 	r.completed[name] = true
+	r.watchDone(ctx, name)
 	r.svcPhase(name, PhaseDone)
 	r.event(ctx, PhaseDone, name, "", fmt.Sprintf("%s runs %s everywhere", name, s.Version))
 	return nil
@@ -509,6 +516,9 @@ func (r *release) startReplicas(ctx workflow.Context, s spec.Service, cp *Cluste
 	}
 	r.touch(s.Name, cp.Cluster)
 	r.started[s.Name][cp.Cluster] = appendNew(r.started[s.Name][cp.Cluster], r.newNames(s, cp, from, to)...)
+	// The lifecycle watch of the service on this cluster runs from now on; these replicas
+	// count as starting until this step returns.
+	defer r.watchReplicas(ctx, s, cp, r.newNames(s, cp, from, to))()
 	in := StartReplicasInput{
 		Target: r.tgt[cp.Cluster], Release: r.in.ID, Role: role, Service: s, Slots: slots,
 		Attach: true, HealthDeadline: pol.HealthDeadline,

@@ -138,7 +138,7 @@ func TestReleaseHappyPath(t *testing.T) {
 	require.Equal(t, spec.Duration(30*time.Second), w.verifies[0].Verification.Duration, "canary soaks for canary.soak")
 	require.Equal(t, "/healthz", w.verifies[0].HealthPath)
 	// search attributes followed every phase and ended with the outcome
-	require.Equal(t, []string{"pending", "planning", "canary", "verifying", "rolling_out", "cleaning_up", "done"}, phases)
+	require.Equal(t, []string{"pending", "planning", "canary", "verifying", "rolling_out", "baking", "cleaning_up", "done"}, phases)
 	outcome, _ := last.GetKeyword(saOutcome)
 	require.Equal(t, "succeeded", outcome)
 	services, _ := last.GetKeywordList(saServices)
