@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -16,13 +15,6 @@ import (
 // defaults judge), on one cluster whose engine the worker cannot route to.
 func (f *fixture) defaultsSpec(version string) spec.Environment {
 	f.t.Helper()
-	var clusters strings.Builder
-	for _, tg := range f.targets {
-		fmt.Fprintf(&clusters, "  - name: %s\n", tg.Cluster)
-		if tg.Endpoint != "" {
-			fmt.Fprintf(&clusters, "    endpoint: %s\n", tg.Endpoint)
-		}
-	}
 	y := fmt.Sprintf(`environment: %s
 clusters:
 %sservices:
@@ -35,7 +27,7 @@ clusters:
       http_path: /healthz
     resources:
       memory: 64Mi
-`, f.env, clusters.String(), version)
+`, f.env, f.clustersYAML(), version)
 	env, err := spec.Parse("defaults.yaml", []byte(y))
 	require.NoError(f.t, err, y)
 	return *env

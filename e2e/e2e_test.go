@@ -165,17 +165,7 @@ func (f *fixture) cleanup(tg workflows.Target) {
 // decoding, validation, defaults), with short timings.
 func (f *fixture) spec(version string, mods ...func(*spec.Service)) spec.Environment {
 	f.t.Helper()
-	var clusters strings.Builder
-	for _, tg := range f.targets {
-		wave := 1
-		if tg.Cluster != "a" {
-			wave = 2
-		}
-		fmt.Fprintf(&clusters, "  - name: %s\n    wave: %d\n", tg.Cluster, wave)
-		if tg.Endpoint != "" {
-			fmt.Fprintf(&clusters, "    endpoint: %s\n", tg.Endpoint)
-		}
-	}
+	clusters := f.clustersYAML()
 	y := fmt.Sprintf(`environment: %s
 clusters:
 %sservices:
@@ -201,13 +191,30 @@ clusters:
       max_error_rate: 0.05
       max_p95_latency: 200ms
       max_latency_ratio: 3
-`, f.env, clusters.String(), version)
+`, f.env, clusters, version)
 	env, err := spec.Parse("e2e.yaml", []byte(y))
 	require.NoError(f.t, err, y)
 	for _, m := range mods {
 		m(&env.Services[0])
 	}
 	return *env
+}
+
+// clustersYAML is the fixture's clusters as a spec's clusters: list (a in wave 1, the others
+// in wave 2, with their endpoints).
+func (f *fixture) clustersYAML() string {
+	var b strings.Builder
+	for _, tg := range f.targets {
+		wave := 1
+		if tg.Cluster != "a" {
+			wave = 2
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    wave: %d\n", tg.Cluster, wave)
+		if tg.Endpoint != "" {
+			fmt.Fprintf(&b, "    endpoint: %s\n", tg.Endpoint)
+		}
+	}
+	return b.String()
 }
 
 // seed makes version serve on every cluster (2 replicas each, or as mods say) without a
