@@ -48,6 +48,10 @@ type Options struct {
 	GRPCPort int
 	// UIPort of the Web UI. 0 picks a free port; -1 disables the UI.
 	UIPort int
+	// UIWriteActions lets the Web UI terminate, cancel, reset and signal workflows. Off by
+	// default: the UI has no authentication of its own, and a release terminated from it
+	// bypasses Slipway's rollback (the UI server then answers 405 to every write).
+	UIWriteActions bool
 	// Namespace to create (with Slipway's search attributes). Default "default".
 	Namespace string
 	// SearchAttributes to register on the namespace: name → Temporal type name
@@ -153,6 +157,7 @@ func Start(ctx context.Context, opts Options) (*Server, error) {
 			CORS:                uiconfig.CORS{CookieInsecure: true},
 			HideLogs:            true,
 			DisableNewsFetch:    true,
+			DisableWriteActions: !opts.UIWriteActions,
 			DefaultNamespace:    opts.Namespace,
 		}))
 		go func() { _ = s.ui.Start() }()

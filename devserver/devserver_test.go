@@ -2,10 +2,16 @@ package devserver_test
 
 import (
 	"context"
+	"fmt"
+	enumspb "go.temporal.io/api/enums/v1"
 	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,4 +170,74 @@ func portOf(t *testing.T, hostPort string) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestWebUIWriteActionsOffByDefault: the Web UI has no authentication of its own, so by
+// default its server refuses every write (terminate, cancel, reset, signal) with 405 while
+// reads still work; UIWriteActions turns writes back on. The terminate goes through the
+// UI's own API exactly as its button does (CSRF cookie from a GET, then the POST).
+func TestWebUIWriteActionsOffByDefault(t *testing.T) {
+	for _, write := range []bool{false, true} {
+		t.Run(fmt.Sprintf("write=%t", write), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			s, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: 0, UIWriteActions: write,
+				SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "fatal"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Stop()
+			w := startWorker(t, s.Client(), "ui")
+			defer w.Stop()
+			if _, err := s.Client().ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "held", TaskQueue: "ui"}, "waitForSignal", "ui"); err != nil {
+				t.Fatal(err)
+			}
+			jar, _ := cookiejar.New(nil)
+			hc := &http.Client{Jar: jar, Timeout: 10 * time.Second}
+			var resp *http.Response
+			for deadline := time.Now().Add(30 * time.Second); ; {
+				resp, err = hc.Get(s.UIURL() + "/api/v1/settings")
+				if err == nil && resp.StatusCode == http.StatusOK || time.Now().After(deadline) {
+					break
+				}
+				if resp != nil {
+					resp.Body.Close()
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			if err != nil || resp.StatusCode != http.StatusOK {
+				t.Fatalf("UI settings: %v %v", resp, err)
+			}
+			resp.Body.Close()
+			u, _ := url.Parse(s.UIURL())
+			csrf := ""
+			for _, c := range jar.Cookies(u) {
+				if c.Name == "_csrf" {
+					csrf = c.Value
+				}
+			}
+			req, _ := http.NewRequest(http.MethodPost, s.UIURL()+"/api/v1/namespaces/default/workflows/held/terminate", strings.NewReader(`{"reason":"from the UI"}`))
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("X-CSRF-TOKEN", csrf)
+			resp, err = hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			d, err := s.Client().DescribeWorkflowExecution(ctx, "held", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			running := d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING
+			if !write && (resp.StatusCode != http.StatusMethodNotAllowed || !running) {
+				t.Fatalf("write actions off: terminate answered %d, workflow running %t; want 405 and still running", resp.StatusCode, running)
+			}
+			if write && running {
+				t.Fatalf("write actions on: terminate answered %d and the workflow still runs", resp.StatusCode)
+			}
+			if running {
+				_ = s.Client().TerminateWorkflow(ctx, "held", "", "test done")
+			}
+		})
+	}
 }
