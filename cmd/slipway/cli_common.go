@@ -150,7 +150,7 @@ func outcomeExit(rel *apiclient.Release) error {
 			}
 			return &exitError{codeWaiting, fmt.Errorf("release %s is awaiting approval (approve: %s)", rel.ID, approveHint(rel))}
 		}
-		return &exitError{codeWaiting, fmt.Errorf("release %s is still running (phase %s) when the wait ended", rel.ID, rel.Phase)}
+		return &exitError{codeWaiting, fmt.Errorf("release %s is still running (phase %s)", rel.ID, rel.Phase)}
 	default: // refused, or an outcome this CLI does not know
 		return &exitError{codeError, fmt.Errorf("release %s %s: %s", rel.ID, rel.Outcome, rel.Reason)}
 	}

@@ -164,8 +164,13 @@ func newStatusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Like --wait, the exit code is the release's: 0 succeeded, 2 rolled back, 3 still
+			// running or waiting for a human, 4 failed, 1 refused.
 			if f.json() {
-				return printJSON(cmd.OutOrStdout(), rel)
+				if err := printJSON(cmd.OutOrStdout(), rel); err != nil {
+					return err
+				}
+				return outcomeExit(rel)
 			}
 			if err := printRelease(cmd, &f, rel); err != nil {
 				return err
@@ -181,7 +186,7 @@ func newStatusCmd() *cobra.Command {
 					fmt.Fprintf(out, "  verdict %s %s@%s (%s): %s\n", v.Result, v.Service, v.Cluster, v.Stage, v.Reason)
 				}
 			}
-			return nil
+			return outcomeExit(rel)
 		},
 	}
 	f.register(cmd)

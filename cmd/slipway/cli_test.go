@@ -247,9 +247,16 @@ func TestCLIExitCodes(t *testing.T) {
 		t.Fatalf("status --wait after abort: exit %d\n%s\n%s", code, out, errOut)
 	}
 
-	// status, list, in text and JSON.
+	// status, list, in text and JSON. status without --wait exits with the release's
+	// outcome code too: 0 for the succeeded one, 2 for the rolled-back one.
 	if code, out, _ = s.run(t, "status", first, "-o", "json"); code != 0 || !strings.Contains(out, `"outcome": "succeeded"`) {
 		t.Fatalf("status -o json: exit %d\n%s", code, out)
+	}
+	if code, out, errOut = s.run(t, "status", rel.ID); code != codeRolledBack || !strings.Contains(errOut, "rolled back") {
+		t.Fatalf("status of a rolled-back release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, _ = s.run(t, "status", rel.ID, "-o", "json"); code != codeRolledBack || !strings.Contains(out, `"outcome": "rolled_back"`) {
+		t.Fatalf("status -o json of a rolled-back release: exit %d\n%s", code, out)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for {
