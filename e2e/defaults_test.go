@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -70,10 +71,7 @@ func TestDefaultsCatchEveryMisbehaviourAtTheCanary(t *testing.T) {
 				require.Equal(t, map[string][]string{"a": {"1.0.0"}}, others, "the previous version kept, stopped")
 				return
 			}
-			require.Contains(t, st.Reason, "canary", "caught at the canary, before any batch")
-			last := st.Verdicts[len(st.Verdicts)-1]
-			require.Equal(t, workflows.VerdictFailed, last.Result, last.Reason)
-			require.Equal(t, "canary", last.Stage)
+			requireCaughtAtCanary(t, st)
 			require.Empty(t, f.requireServes("1.0.0"), "the previous version serves and nothing of %s is left", tc.tag)
 		})
 	}
@@ -94,4 +92,29 @@ func TestDefaultsPassNoisyGoodVersions(t *testing.T) {
 		require.True(t, v.Evidence.Baseline, "judged against stable: %s", v.Reason)
 		require.GreaterOrEqual(t, v.Evidence.Samples, spec.DefaultMinSamples)
 	}
+}
+
+// requireCaughtAtCanary: the release failed while only its canary ran, by the canary's
+// verification or by the lifecycle watch of the canary (a crash or an OOM kill during the
+// soak), before any batch of the rollout.
+func requireCaughtAtCanary(t testing.TB, st workflows.ReleaseStatus) {
+	t.Helper()
+	last := st.Verdicts[len(st.Verdicts)-1]
+	require.Equal(t, workflows.VerdictFailed, last.Result, last.Reason)
+	require.Contains(t, []string{"canary", "watch"}, last.Stage, last.Reason)
+	require.True(t, caughtAtCanary(st), "a batch was verified before the failure: %+v", st.Verdicts)
+}
+
+// caughtAtCanary reports whether a release failed before any batch or wave was verified.
+func caughtAtCanary(st workflows.ReleaseStatus) bool {
+	failed := false
+	for _, v := range st.Verdicts {
+		if strings.HasPrefix(v.Stage, "batch") || strings.HasPrefix(v.Stage, "wave") {
+			return false
+		}
+		if v.Result == workflows.VerdictFailed && (v.Stage == "canary" || v.Stage == "watch") {
+			failed = true
+		}
+	}
+	return failed
 }

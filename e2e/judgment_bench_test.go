@@ -20,8 +20,9 @@ import (
 //
 //   - Misbehaviours: every bad tag of the demo, TRIALS times each (randomised knobs:
 //     bad-intermittent and bad-tail) or once (deterministic ones); caught-share is the share
-//     rolled back with a failed canary verdict, s-to-verdict the median time from the canary's
-//     start to its failed verdict.
+//     rolled back by a failed verdict of the canary stage (its verification or the lifecycle
+//     watch of the canary) before any batch, s-to-verdict the median time from the canary's
+//     start to that verdict.
 //   - False positives: GOOD releases 1.0.0 → 1.1.0 and GOOD releases noisy-1.0.0 →
 //     noisy-1.1.0 (both fail 0.5 % of requests at random): rolled-back-share must be 0.
 //
@@ -73,9 +74,10 @@ func BenchmarkCanaryJudgment(b *testing.B) {
 						canaryAt = e.At
 					}
 				}
+				r.atCanary = caughtAtCanary(st)
 				for _, v := range st.Verdicts {
-					if v.Result == workflows.VerdictFailed && v.Stage == "canary" {
-						r.atCanary, r.toVerdict = true, v.At.Sub(canaryAt)
+					if v.Result == workflows.VerdictFailed {
+						r.toVerdict = v.At.Sub(canaryAt)
 					}
 				}
 				mu.Lock()
