@@ -13,18 +13,21 @@ import (
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
 	"github.com/slipwayhq/slipway/internal/testenv"
+	"github.com/slipwayhq/slipway/probe"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// BenchmarkLoadGen measures the generator: requested against achieved rate at 500 and 2,000
-// req/s, against an in-process server on 127.0.0.1 (the baseline: no network, no
-// container) and against one demo-service container on the real engine, with the
-// generator's own CPU and memory.
+// BenchmarkLoadGen measures the load generator (the prober, open loop): requested against
+// achieved rate at 500 and 2,000 req/s, against an in-process server on 127.0.0.1 (the
+// baseline: no network, no container), against one demo-service container on the real
+// engine from this process, and the same from a probe container on the engine (how load
+// tests run), with the generator's own CPU and memory.
 //
 // Figures (b.ReportMetric):
 //   - achieved/requested: the measured request rate over the requested one (1 = on pace);
-//   - req/s: the achieved rate; p99-ms: the 99th percentile latency;
+//   - req/s: the achieved send rate; ok/s: good answers completed per second;
+//     p99-ms: the 99th percentile latency;
 //   - cpu-cores: CPU seconds of this process per wall second (getrusage; against the
 //     in-process server it includes the server's CPU, against the container only the
 //     generator's), and cpu-µs/req;
@@ -41,7 +44,7 @@ func BenchmarkLoadGen(b *testing.B) {
 	b.Cleanup(srv.Close)
 	for _, rate := range []int{500, 2000} {
 		b.Run(fmt.Sprintf("target=inprocess/rate=%d", rate), func(b *testing.B) {
-			benchLoad(b, []string{srv.Listener.Addr().String()}, rate)
+			benchLoad(b, loadGroup{Addresses: []string{srv.Listener.Addr().String()}}, rate)
 		})
 	}
 	testenv.DemoImages(b)
@@ -59,12 +62,23 @@ func BenchmarkLoadGen(b *testing.B) {
 	}
 	for _, rate := range []int{500, 2000} {
 		b.Run(fmt.Sprintf("target=container/rate=%d", rate), func(b *testing.B) {
-			benchLoad(b, []string{list[0].Address}, rate)
+			benchLoad(b, loadGroup{Addresses: []string{list[0].Address}}, rate)
+		})
+	}
+	// The way a load test runs: the prober in a probe container beside the replica, its
+	// answers streamed back through the engine's API (its own CPU is the container's, not
+	// this process's: cpu-cores then counts only reading the stream and the metrics).
+	at := engine.ProbeAt{Network: tgt.Network()}
+	for _, rate := range []int{500, 2000} {
+		b.Run(fmt.Sprintf("target=container-from-engine/rate=%d", rate), func(b *testing.B) {
+			benchLoad(b, loadGroup{Addresses: []string{list[0].Address}, Probe: func(ctx context.Context, j probe.Job, emit func(probe.Result)) error {
+				return e.Probe(ctx, at, j, emit)
+			}}, rate)
 		})
 	}
 }
 
-func benchLoad(b *testing.B, addrs []string, rate int) {
+func benchLoad(b *testing.B, g loadGroup, rate int) {
 	a := NewLoadTest(nil, LoadTestOptions{HeartbeatEvery: 100 * time.Millisecond})
 	runtime.GC()
 	var before, after runtime.MemStats
@@ -77,7 +91,7 @@ func benchLoad(b *testing.B, addrs []string, rate int) {
 	start := time.Now()
 	b.ResetTimer()
 	m, err := a.runLoad(context.Background(), loadSpec{
-		Addresses: addrs, Requests: []spec.Probe{{Path: "/", Method: "GET", ExpectStatus: 200}},
+		Groups: []loadGroup{g}, Requests: []spec.Probe{{Path: "/", Method: "GET", ExpectStatus: 200}},
 		Rate: rate, WarmUp: 500 * time.Millisecond, Duration: 3 * time.Second,
 	}, func(workflows.LoadTestProgress) {
 		var ms runtime.MemStats
@@ -100,6 +114,7 @@ func benchLoad(b *testing.B, addrs []string, rate int) {
 	}
 	b.ReportMetric(m.Rate/float64(rate), "achieved/requested")
 	b.ReportMetric(m.Rate, "req/s")
+	b.ReportMetric(m.Throughput, "ok/s") // completions (good answers) per second beside the send rate
 	b.ReportMetric(float64(m.P99.D())/float64(time.Millisecond), "p99-ms")
 	b.ReportMetric(cpu.Seconds()/wall.Seconds(), "cpu-cores")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(total), "cpu-µs/req")
