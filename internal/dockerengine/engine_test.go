@@ -3,7 +3,6 @@ package dockerengine
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -603,35 +602,11 @@ func TestTwoEndpoints(t *testing.T) {
 // listens on, a closed TCP port, and a listener that never answers (the call timeout).
 func TestUnavailable(t *testing.T) {
 	t.Parallel()
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close()
-
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			conn, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() }) // accept, never answer
-		}
-	}()
+	hosts := deadHosts(t)
 
 	d := NewDialer(Options{CallTimeout: 500 * time.Millisecond, PingTimeout: 500 * time.Millisecond})
 	defer d.Close()
-	for _, host := range []string{
-		"unix://" + filepath.Join(t.TempDir(), "nobody.sock"),
-		"tcp://" + closedAddr,
-		"tcp://" + silent.Addr().String(),
-	} {
+	for _, host := range hosts {
 		t.Run(host, func(t *testing.T) {
 			eng, err := d.Dial(context.Background(), engine.Endpoint{Cluster: "down", Host: host})
 			if err != nil {

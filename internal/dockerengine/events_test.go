@@ -3,8 +3,6 @@ package dockerengine
 import (
 	"context"
 	"errors"
-	"net"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -173,33 +171,10 @@ func TestEventsUnhealthy(t *testing.T) {
 // accepts and never answers (caught by the ping).
 func TestEventsUnavailable(t *testing.T) {
 	t.Parallel()
-	closed, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	closedAddr := closed.Addr().String()
-	closed.Close()
-	silent, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer silent.Close()
-	go func() {
-		for {
-			conn, err := silent.Accept()
-			if err != nil {
-				return
-			}
-			t.Cleanup(func() { conn.Close() })
-		}
-	}()
+	hosts := deadHosts(t)
 	d := NewDialer(Options{CallTimeout: 500 * time.Millisecond, PingTimeout: 500 * time.Millisecond})
 	defer d.Close()
-	for _, host := range []string{
-		"unix://" + filepath.Join(t.TempDir(), "nobody.sock"),
-		"tcp://" + closedAddr,
-		"tcp://" + silent.Addr().String(),
-	} {
+	for _, host := range hosts {
 		t.Run(host, func(t *testing.T) {
 			eng, err := d.Dial(context.Background(), engine.Endpoint{Cluster: "down", Host: host})
 			if err != nil {
@@ -213,7 +188,7 @@ func TestEventsUnavailable(t *testing.T) {
 			}
 		})
 	}
-	eng, err := d.Dial(context.Background(), engine.Endpoint{Cluster: "down", Host: "tcp://" + closedAddr})
+	eng, err := d.Dial(context.Background(), engine.Endpoint{Cluster: "down", Host: hosts[1]})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -198,4 +199,32 @@ func hostOf(t *testing.T, addr string) string {
 func sameSet(got []string, want ...string) bool {
 	sort.Strings(want)
 	return strings.Join(got, ",") == strings.Join(want, ",")
+}
+
+// deadHosts returns engine addresses that do not answer: a unix socket nobody listens on, a
+// closed TCP port, and a listener that accepts and never answers (each call runs into its
+// timeout). The listener lives until the test ends.
+func deadHosts(t *testing.T) []string {
+	t.Helper()
+	closed, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedAddr := closed.Addr().String()
+	closed.Close()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		for {
+			conn, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { conn.Close() }) // accept, never answer
+		}
+	}()
+	return []string{"unix://" + filepath.Join(t.TempDir(), "nobody.sock"), "tcp://" + closedAddr, "tcp://" + silent.Addr().String()}
 }
