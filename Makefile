@@ -21,12 +21,13 @@ build:
 dev: build images
 	./$(BIN) dev $(ARGS)
 
-## dev-clean: remove every container and network Slipway made for the local environment
-## (keeps .slipway/, i.e. Temporal's data and the dev token).
+## dev-clean: remove every container and network Slipway made for the local environment,
+## probe containers and the probe image cache (keeps .slipway/: Temporal's data, the dev token).
 dev-clean:
 	-docker ps -aq --filter label=io.slipway.environment=local | xargs -r docker rm -f
 	-docker network ls -q --filter label=io.slipway.environment=local | xargs -r docker network rm
 	-docker ps -aq --filter label=io.slipway.role=probe | xargs -r docker rm -f
+	-docker images -q --filter label=io.slipway.role=probe | sort -u | xargs -r docker rmi -f
 
 ## images: the demo service at several versions, built offline (FROM scratch).
 images:
