@@ -6,9 +6,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"go.temporal.io/sdk/client"
 
 	"github.com/slipwayhq/slipway/workflows"
 )
@@ -16,7 +17,7 @@ import (
 // BenchmarkCanaryJudgment measures the built-in judgment the way a new user meets it: real
 // releases of the demo service with a spec that sets no policy (defaultsSpec: one cluster on
 // an engine the worker cannot route to, 2 replicas, the default 30 s canary soak and 10 s
-// windows), two releases at a time on this 2-core machine.
+// windows), three releases at a time on this 2-core machine.
 //
 //   - Misbehaviours: every bad tag of the demo, TRIALS times each (randomised knobs:
 //     bad-intermittent and bad-tail) or once (deterministic ones); caught-share is the share
@@ -26,7 +27,9 @@ import (
 //   - False positives: GOOD releases 1.0.0 → 1.1.0 and GOOD releases noisy-1.0.0 →
 //     noisy-1.1.0 (both fail 0.5 % of requests at random): rolled-back-share must be 0.
 //
-// SLIPWAY_BENCH_TRIALS (default 5) and SLIPWAY_BENCH_GOOD (default 20) set the counts.
+// SLIPWAY_BENCH_TRIALS (default 5) and SLIPWAY_BENCH_GOOD (default 20) set the counts,
+// SLIPWAY_BENCH_PARALLEL (default 3) how many releases run at once. Results are printed as
+// "judgment:" lines (one per release, then a summary per group).
 func BenchmarkCanaryJudgment(b *testing.B) {
 	trials := envInt("SLIPWAY_BENCH_TRIALS", 5)
 	goods := envInt("SLIPWAY_BENCH_GOOD", 20)
@@ -52,41 +55,59 @@ func BenchmarkCanaryJudgment(b *testing.B) {
 		reason    string
 	}
 	results := map[string][]result{}
-	var mu sync.Mutex
-	sem := make(chan struct{}, 2)
-	var wg sync.WaitGroup
+	countOutcome := func(rs []result, o workflows.Outcome) int {
+		n := 0
+		for _, r := range rs {
+			if r.outcome == o {
+				n++
+			}
+		}
+		return n
+	}
+	par := envInt("SLIPWAY_BENCH_PARALLEL", 3)
 	b.ResetTimer()
-	for i, j := range jobs {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			b.Run(fmt.Sprintf("%02d-%s", i, j.group), func(b *testing.B) {
+	// Sub-benchmarks run one after another (testing.B.Run is not for concurrent use); each
+	// starts `par` releases at once, each in an environment and with a worker of its own.
+	for k := 0; k < len(jobs); k += par {
+		batch := jobs[k:min(k+par, len(jobs))]
+		b.Run(fmt.Sprintf("batch-%02d", k/par), func(b *testing.B) {
+			type started struct {
+				f   *fixture
+				j   job
+				run client.WorkflowRun
+			}
+			var runs []started
+			for _, j := range batch {
 				f := newRemoteFixture(b)
 				f.startWorker()
 				f.seedSpec(f.defaultsSpec(j.from))
-				st := f.wait(f.release("judge", workflows.ReleaseInput{Spec: f.defaultsSpec(j.to)}))
-				r := result{outcome: st.Outcome, reason: st.Reason}
+				runs = append(runs, started{f: f, j: j})
+			}
+			for i := range runs {
+				runs[i].run = runs[i].f.release("judge", workflows.ReleaseInput{Spec: runs[i].f.defaultsSpec(runs[i].j.to)})
+			}
+			for _, s := range runs {
+				st := s.f.wait(s.run)
+				r := result{outcome: st.Outcome, reason: st.Reason, atCanary: caughtAtCanary(st)}
 				var canaryAt time.Time
 				for _, e := range st.Events {
 					if e.Phase == workflows.PhaseCanary && strings.Contains(e.Message, "canary replica") && canaryAt.IsZero() {
 						canaryAt = e.At
 					}
 				}
-				r.atCanary = caughtAtCanary(st)
 				for _, v := range st.Verdicts {
 					if v.Result == workflows.VerdictFailed {
 						r.toVerdict = v.At.Sub(canaryAt)
 					}
 				}
-				mu.Lock()
-				results[j.group] = append(results[j.group], r)
-				mu.Unlock()
-			})
-		}()
+				results[s.j.group] = append(results[s.j.group], r)
+				// One line per release on standard output (a benchmark's own log is cut
+				// after ten lines): the raw data of the summary below.
+				fmt.Printf("judgment: release %-17s %s → %s: %s, caught at the canary %t, canary start → failed verdict %s; %s\n",
+					s.j.group, s.j.from, s.j.to, r.outcome, r.atCanary, r.toVerdict.Round(100*time.Millisecond), r.reason)
+			}
+		})
 	}
-	wg.Wait()
 	b.StopTimer()
 	groups := make([]string, 0, len(results))
 	for g := range results {
@@ -106,24 +127,18 @@ func BenchmarkCanaryJudgment(b *testing.B) {
 				times = append(times, r.toVerdict)
 			}
 		}
+		// A benchmark with sub-benchmarks reports no metrics of its own: the summary goes to
+		// standard output.
 		if g == "good" || g == "noisy" {
-			b.ReportMetric(float64(rolled)/float64(len(rs)), g+"-rolled-back-share")
-			b.Logf("%-17s %d releases, %d rolled back", g, len(rs), rolled)
-			for _, r := range rs {
-				if r.outcome != workflows.OutcomeSucceeded {
-					b.Logf("  %s: %s", r.outcome, r.reason)
-				}
-			}
+			fmt.Printf("judgment: summary %-17s %d releases, %d rolled back, %d not succeeded\n", g, len(rs), rolled, len(rs)-countOutcome(rs, workflows.OutcomeSucceeded))
 			continue
 		}
-		b.ReportMetric(float64(caught)/float64(len(rs)), g+"-caught-share")
 		med := time.Duration(0)
 		if len(times) > 0 {
 			sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
 			med = times[len(times)/2]
-			b.ReportMetric(med.Seconds(), g+"-s-to-verdict")
 		}
-		b.Logf("%-17s caught at the canary %d/%d, canary start → failed verdict median %s (all: %v)", g, caught, len(rs), med.Round(100*time.Millisecond), times)
+		fmt.Printf("judgment: summary %-17s caught at the canary %d/%d, canary start → failed verdict median %s (all: %v)\n", g, caught, len(rs), med.Round(100*time.Millisecond), times)
 	}
 }
 
