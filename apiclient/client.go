@@ -197,6 +197,21 @@ const (
 	ActionResume  = "resume"
 )
 
+// Resolve frees the locks an ended release left held because its rollback or repair could
+// not finish (reason required: it is recorded in each lock's history).
+func (c *Client) Resolve(ctx context.Context, id, reason string) (*Resolution, error) {
+	body, err := json.Marshal(DecisionRequest{Reason: reason})
+	if err != nil {
+		return nil, fmt.Errorf("encode resolve: %w", err)
+	}
+	var res Resolution
+	h := http.Header{"Content-Type": {"application/json"}}
+	if err := c.do(ctx, http.MethodPost, "/v1/releases/"+url.PathEscape(id)+"/resolve", nil, h, body, 0, &res); err != nil {
+		return nil, err
+	}
+	return &res, nil
+}
+
 // Decide sends approve, abort, pause or resume to a running release. A rejected decision is
 // a *Problem with status 409 and the reason.
 func (c *Client) Decide(ctx context.Context, id, action, reason string) (*Release, error) {

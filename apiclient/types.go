@@ -92,6 +92,22 @@ type DecisionRequest struct {
 	Cluster string `json:"cluster,omitempty"`
 }
 
+// Resolution is the answer of POST /v1/releases/{id}/resolve: the locks freed, by whom, why.
+type Resolution struct {
+	ID       string         `json:"id"`
+	By       string         `json:"by"`
+	Reason   string         `json:"reason"`
+	Resolved []ResolvedLock `json:"resolved"`
+}
+
+// ResolvedLock is one lock a resolve freed: held since HeldSince, for Hold's reason.
+type ResolvedLock struct {
+	Service   string              `json:"service"`
+	Lock      string              `json:"lock"`
+	HeldSince time.Time           `json:"held_since"`
+	Hold      *workflows.HoldInfo `json:"hold,omitempty"`
+}
+
 // StreamEvent is one Server-Sent Event of GET /v1/releases/{id}/events.
 //   - "phase": Event holds one entry of the release's timeline (in seq order, never repeated);
 //   - "status": Status holds the whole picture after a change;

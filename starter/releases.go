@@ -381,6 +381,11 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 			return nil, fmt.Errorf("look up release %s: %w", wid, err)
 		}
 	}
+	// A service held after a failed rollback is refused even when queueing: it stays held
+	// until an operator resolves it.
+	if err := s.checkHeldLocks(ctx, env, req.scope); err != nil {
+		return nil, err
+	}
 	if !req.in.Queue {
 		if err := s.checkOverlap(ctx, env, req.scope, wid); err != nil {
 			return nil, err

@@ -191,6 +191,7 @@ func (s *Server) coreRoutes() []route {
 		{http.MethodPost, "/v1/releases/:id/pause", true, s.decide(workflows.UpdatePause, PermApprove)},
 		{http.MethodPost, "/v1/releases/:id/resume", true, s.decide(workflows.UpdateResume, PermApprove)},
 		{http.MethodPost, "/v1/releases/:id/rollback", true, s.rollback},
+		{http.MethodPost, "/v1/releases/:id/resolve", true, s.resolve},
 		{http.MethodGet, "/v1/environments/:env", true, s.getEnvironment},
 		{http.MethodPost, "/v1/plan", true, s.postPlan},
 	}

@@ -16,6 +16,7 @@ import (
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
 
 	"github.com/slipwayhq/slipway/apiclient"
@@ -122,6 +123,9 @@ func (s *Server) fetch(ctx context.Context, id string, shared bool) (*apiclient.
 // workflow that failed or was terminated has no result: its last status (if the query gave
 // one) is kept and the outcome says failed.
 func (s *Server) closedView(ctx context.Context, id, runID string, status enumspb.WorkflowExecutionStatus, last *workflows.ReleaseStatus) (*apiclient.Release, error) {
+	if closedFromOutside(status) {
+		return s.repairView(ctx, id, runID, status)
+	}
 	var final workflows.ReleaseStatus
 	gctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
 	err := s.tc.GetWorkflow(gctx, id, runID).Get(gctx, &final)
@@ -152,6 +156,87 @@ func (s *Server) closedView(ctx context.Context, id, runID string, status enumsp
 	return rel, nil
 }
 
+// closedFromOutside reports whether a release run closed without returning its result:
+// terminated (the Web UI, the Temporal CLI, an SDK, or a reset), timed out, or failed.
+func closedFromOutside(st enumspb.WorkflowExecutionStatus) bool {
+	switch st {
+	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED, enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT,
+		enumspb.WORKFLOW_EXECUTION_STATUS_FAILED, enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED:
+		return true
+	}
+	return false
+}
+
+// repairWindow is how long a release closed from outside may go without a repair before the
+// API stops waiting for one: its locks notice within seconds, so none by then means it held
+// none (nothing was changed) or predates repairs.
+const repairWindow = 2 * time.Minute
+
+// repairView is the view of a release closed from outside Slipway (workflows/repair.go): its
+// repair's status while the repair runs (running, so --wait and the event stream go on), then
+// the repair's result (outcome terminated). Only a final view is cached.
+func (s *Server) repairView(ctx context.Context, id, runID string, status enumspb.WorkflowExecutionStatus) (*apiclient.Release, error) {
+	rid := workflows.RepairWorkflowID(id)
+	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+	defer cancel()
+	d, err := s.tc.DescribeWorkflowExecution(cctx, rid, "")
+	switch {
+	case err == nil && d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING:
+		v, qerr := s.tc.QueryWorkflow(cctx, rid, "", workflows.QueryStatus)
+		var st workflows.ReleaseStatus
+		if qerr == nil && v.Get(&st) == nil && st.ID != "" {
+			st.Outcome = workflows.OutcomeNone
+			return s.view(id, runID, &st, true), nil
+		}
+		rel := s.view(id, runID, &workflows.ReleaseStatus{ID: id, Phase: workflows.PhaseRollingBack,
+			Reason: fmt.Sprintf("closed from outside Slipway (%s); Slipway is repairing it (%s)", statusName(status), rid)}, true)
+		return rel, nil
+	case err == nil:
+		var final workflows.ReleaseStatus
+		if gerr := s.tc.GetWorkflow(cctx, rid, "").Get(cctx, &final); gerr != nil {
+			return nil, fmt.Errorf("repair of release %s: %w", id, gerr)
+		}
+		rel := s.view(id, runID, &final, false)
+		s.ended.put(id, rel)
+		return rel, nil
+	case !isNotFound(err):
+		return nil, fmt.Errorf("repair of release %s: %w", id, err)
+	}
+	// No repair (yet): did the closed run change anything (hold a lock)?
+	var state workflows.RepairState
+	v, qerr := s.tc.QueryWorkflow(cctx, id, runID, workflows.QueryRepairState)
+	if qerr == nil {
+		qerr = v.Get(&state)
+	}
+	closedAt := time.Now()
+	if dd, derr := s.tc.DescribeWorkflowExecution(cctx, id, runID); derr == nil && dd.GetWorkflowExecutionInfo().GetCloseTime() != nil {
+		closedAt = dd.GetWorkflowExecutionInfo().GetCloseTime().AsTime()
+	}
+	st := state.Status
+	if st.ID == "" {
+		st = workflows.ReleaseStatus{ID: id}
+	}
+	if qerr == nil && len(state.Locked) == 0 {
+		st.Outcome = workflows.OutcomeTerminated
+		st.Phase = workflows.PhaseDone
+		st.Reason = fmt.Sprintf("closed from outside Slipway (%s) before it changed anything: nothing to repair", statusName(status))
+		st.Repair = &workflows.Repair{ClosedBy: statusName(status), Outcome: workflows.OutcomeRolledBack, Reason: "nothing was changed"}
+		rel := s.view(id, runID, &st, false)
+		s.ended.put(id, rel)
+		return rel, nil
+	}
+	if time.Since(closedAt) > repairWindow {
+		st.Outcome = workflows.OutcomeTerminated
+		st.Reason = fmt.Sprintf("closed from outside Slipway (%s) and no repair ran: check what runs where (slipway env %s)", statusName(status), st.Environment)
+		st.Repair = &workflows.Repair{ClosedBy: statusName(status), Outcome: workflows.OutcomeFailed, Reason: "no repair ran"}
+		return s.view(id, runID, &st, false), nil
+	}
+	st.Outcome = workflows.OutcomeNone
+	st.Phase = workflows.PhaseRollingBack
+	st.Reason = fmt.Sprintf("closed from outside Slipway (%s); its locks start the repair", statusName(status))
+	return s.view(id, runID, &st, true), nil
+}
+
 // waitForEnd waits (at most wait) for the release to close and returns its final view; when
 // the wait runs out it returns the current view.
 func (s *Server) waitForEnd(c *gin.Context, id, runID string, wait time.Duration) (*apiclient.Release, error) {
@@ -179,8 +264,20 @@ func (s *Server) waitForEnd(c *gin.Context, id, runID string, wait time.Duration
 	if isNotFound(err) {
 		return nil, notFound("unknown release %q", id)
 	}
-	// The wait ran out, or the workflow closed without a result: the current view says which.
-	return s.fetchRelease(ctx, id)
+	// The wait ran out, or the workflow closed without a result (closed from outside: its
+	// repair runs): the current view says which; follow a repair until it ends or the wait
+	// runs out.
+	for {
+		rel, err := s.fetchRelease(ctx, id)
+		if err != nil || !rel.Running || wctx.Err() != nil {
+			return rel, err
+		}
+		select {
+		case <-wctx.Done():
+			return rel, nil
+		case <-time.After(s.cfg.EventPoll):
+		}
+	}
 }
 
 // sharedQuery runs the status query once for every caller that asks while it is in flight.
@@ -204,16 +301,26 @@ func (s *Server) sharedQuery(ctx context.Context, id string) (*workflows.Release
 }
 
 func (s *Server) queryStatus(ctx context.Context, id string) (*workflows.ReleaseStatus, error) {
-	v, err := s.tc.QueryWorkflow(ctx, id, "", workflows.QueryStatus)
+	// Only an open release answers: a closed one would answer too (by replaying its
+	// history), as it stood when it closed — for a release terminated from outside, "running".
+	resp, err := s.tc.QueryWorkflowWithOptions(ctx, &client.QueryWorkflowWithOptionsRequest{
+		WorkflowID: id, QueryType: workflows.QueryStatus, QueryRejectCondition: enumspb.QUERY_REJECT_CONDITION_NOT_OPEN,
+	})
 	if err != nil {
 		return nil, err
 	}
+	if resp.QueryRejected != nil || resp.QueryResult == nil {
+		return nil, errReleaseClosed
+	}
 	var st workflows.ReleaseStatus
-	if err := v.Get(&st); err != nil {
+	if err := resp.QueryResult.Get(&st); err != nil {
 		return nil, fmt.Errorf("decode status of %s: %w", id, err)
 	}
 	return &st, nil
 }
+
+// errReleaseClosed: the status query was rejected because the release is closed.
+var errReleaseClosed = errors.New("release closed")
 
 func (s *Server) describe(ctx context.Context, id string) (*workflowservice.DescribeWorkflowExecutionResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
@@ -255,6 +362,9 @@ func (s *Server) viewFromInfo(info interface {
 	}
 	if !validOutcome(string(rel.Outcome)) {
 		rel.Outcome = workflows.OutcomeNone // e.g. "running", upserted while the release runs
+	}
+	if closedFromOutside(info.GetStatus()) && rel.Outcome == workflows.OutcomeNone {
+		rel.Outcome = workflows.OutcomeTerminated
 	}
 	return rel
 }
@@ -438,7 +548,7 @@ func terminalOutcome(v string) workflows.Outcome {
 
 func validOutcome(v string) bool {
 	switch workflows.Outcome(v) {
-	case workflows.OutcomeSucceeded, workflows.OutcomeRolledBack, workflows.OutcomeFailed, workflows.OutcomeRefused:
+	case workflows.OutcomeSucceeded, workflows.OutcomeRolledBack, workflows.OutcomeFailed, workflows.OutcomeRefused, workflows.OutcomeTerminated:
 		return true
 	}
 	return false

@@ -55,5 +55,6 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 	workflows.RegisterLoadTest(w)
 	activities.Register(w, activities.New(d, opts.Activities))
 	activities.RegisterLoadTest(w, activities.NewLoadTest(d, opts.LoadTests))
+	activities.RegisterReleases(w, activities.NewReleases(c))
 	return w, nil
 }

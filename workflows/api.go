@@ -93,6 +93,10 @@ const (
 	// it, the release holding it), or an image of a new version is not on a cluster that
 	// needs it (Reason names the image and the cluster).
 	OutcomeRefused Outcome = "refused"
+	// OutcomeTerminated: the release was closed from outside Slipway (terminated or reset
+	// in the Web UI, the Temporal CLI or an SDK, or timed out) and Slipway repaired it;
+	// ReleaseStatus.Repair says how (rolled_back, succeeded, or failed).
+	OutcomeTerminated Outcome = "terminated"
 )
 
 // VerdictResult of a verification.
@@ -232,6 +236,8 @@ type ReleaseStatus struct {
 	Running map[string]map[string][]string `json:"running,omitempty"`
 	// Gates are the human decisions the release waits for right now, by service and cluster.
 	Gates []Gate `json:"gates,omitempty"`
+	// Repair says how a release closed from outside Slipway was repaired (outcome terminated).
+	Repair *Repair `json:"repair,omitempty"`
 }
 
 // Gate is a pending human decision: approve (go on) or abort (roll back) before Deadline,

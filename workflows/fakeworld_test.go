@@ -59,6 +59,12 @@ func (w *fakeWorld) register(r activityRegistry) {
 		ActivityStartStopped:   w.StartStopped,
 		ActivityRemoveReplicas: w.RemoveReplicas,
 		ActivityVerify:         w.Verify,
+		// A lock's watch of its release: in the test environment a release only ends by
+		// freeing its locks, so the watch always answers "still running".
+		ActivityWatchRelease: func(context.Context, WatchReleaseInput) (ReleaseEnd, error) {
+			return ReleaseEnd{Status: ReleaseStillRunning}, nil
+		},
+		ActivityDescribeLock: func(context.Context, DescribeLockInput) (LockState, error) { return LockState{}, nil },
 	} {
 		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}

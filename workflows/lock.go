@@ -41,13 +41,22 @@ type LockInput struct {
 	Service     string `json:"service"`
 	ReleaseID   string `json:"release_id"`
 	WorkflowID  string `json:"workflow_id"`
+	// RunID is the release run that took the lock. Set (since changeLockOutlives), the lock
+	// outlives the run and watches it (repair.go); empty, the lock ends with its parent.
+	RunID string `json:"run_id,omitempty"`
 }
 
-// ReleaseLock holds the lock of one (environment, service) for as long as it runs: until its
-// parent release cancels it, or the server terminates it when the parent closes.
-func ReleaseLock(ctx workflow.Context, in LockInput) error {
+// ReleaseLock holds the lock of one (environment, service). A lock with a RunID holds it
+// until its release frees it, or (the release closed from outside) until the release is
+// repaired, or (a rollback or repair that could not finish) until an operator resolves it:
+// see repair.go. A lock without one (taken before that change) holds it until its parent
+// release cancels it, or the server terminates it when the parent closes.
+func ReleaseLock(ctx workflow.Context, in LockInput) (LockResult, error) {
+	if in.RunID != "" {
+		return watchingLock(ctx, in)
+	}
 	_ = workflow.Await(ctx, func() bool { return false }) // returns when cancelled
-	return nil
+	return LockResult{Freed: "released"}, nil
 }
 
 // InFlightQuery is the visibility query for releases in flight in an environment that touch
@@ -102,13 +111,20 @@ func ReleaseServices(in ReleaseInput) []string {
 type heldLock struct {
 	service string
 	cancel  workflow.CancelFunc
-	done    workflow.Future
+	done    workflow.ChildWorkflowFuture
+	// outlives: the lock outlives this release and watches it (changeLockOutlives); it can
+	// be told to stay held after a failed rollback.
+	outlives bool
+	id       string
 }
 
-// errLockHeld says a lock is held by another release.
-type errLockHeld struct{ service, lockID string }
+// errLockHeld says a lock is held by another release (or after a failed one: detail).
+type errLockHeld struct{ service, lockID, detail string }
 
 func (e errLockHeld) Error() string {
+	if e.detail != "" {
+		return e.detail
+	}
 	return fmt.Sprintf("service %s is being released by another release (lock %s; its parent workflow is the release in flight)", e.service, e.lockID)
 }
 
@@ -116,25 +132,82 @@ func (e errLockHeld) Error() string {
 // cancellation (a disconnected context), so the lock is held until the rollback is done.
 func (r *release) acquireLock(ctx, lockCtx workflow.Context, service string) (*heldLock, error) {
 	id := LockWorkflowID(r.in.Spec.Environment, service)
-	cctx, cancel := workflow.WithCancel(lockCtx)
-	cctx = workflow.WithChildOptions(cctx, workflow.ChildWorkflowOptions{
+	outlives := workflow.GetVersion(ctx, changeLockOutlives, workflow.DefaultVersion, 1) >= 1
+	in := LockInput{Environment: r.in.Spec.Environment, Service: service, ReleaseID: r.in.ID, WorkflowID: r.wid}
+	closePolicy := enumspb.PARENT_CLOSE_POLICY_TERMINATE
+	if outlives {
+		in.RunID = workflow.GetInfo(ctx).WorkflowExecution.RunID
+		closePolicy = enumspb.PARENT_CLOSE_POLICY_ABANDON
+	}
+	opts := workflow.ChildWorkflowOptions{
 		WorkflowID:            id,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_TERMINATE,
+		ParentClosePolicy:     closePolicy,
 		WaitForCancellation:   true,
 		Memo:                  map[string]any{"release": r.in.ID, "release_workflow_id": r.wid},
-	})
-	f := workflow.ExecuteChildWorkflow(cctx, LockWorkflowName, LockInput{
-		Environment: r.in.Spec.Environment, Service: service, ReleaseID: r.in.ID, WorkflowID: r.wid,
-	})
+	}
+	if outlives {
+		// Findable: the API refuses a release up front when one of its services is held
+		// after a failure (HeldLocksQuery).
+		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
+			saKind.ValueSet(KindLock), saEnvironment.ValueSet(r.in.Spec.Environment),
+			saServices.ValueSet([]string{service}), saPhase.ValueSet(LockHeld))
+	}
+	cctx, cancel := workflow.WithCancel(lockCtx)
+	cctx = workflow.WithChildOptions(cctx, opts)
+	f := workflow.ExecuteChildWorkflow(cctx, LockWorkflowName, in)
 	if err := f.GetChildWorkflowExecution().Get(ctx, nil); err != nil {
 		cancel()
 		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
-			return nil, errLockHeld{service: service, lockID: id}
+			return nil, errLockHeld{service: service, lockID: id, detail: r.describeHeldLock(ctx, id)}
 		}
 		return nil, fmt.Errorf("take release lock %s: %w", id, err)
 	}
-	return &heldLock{service: service, cancel: cancel, done: f}, nil
+	return &heldLock{service: service, cancel: cancel, done: f, outlives: outlives, id: id}, nil
+}
+
+// describeHeldLock asks a lock held by someone else why (DescribeLock): a lock held after a
+// failed rollback or repair gets a refusal that names the release and what runs where.
+func (r *release) describeHeldLock(ctx workflow.Context, lockID string) string {
+	if workflow.GetVersion(ctx, changeDescribeHeldLock, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
+		return ""
+	}
+	var ls LockState
+	if err := workflow.ExecuteActivity(optionsFor(ctx, ActivityDescribeLock, 0), ActivityDescribeLock, DescribeLockInput{LockID: lockID}).Get(ctx, &ls); err != nil {
+		return ""
+	}
+	switch ls.State {
+	case LockHeldAfterFailure:
+		if ls.Hold != nil {
+			return HoldMessage(ls, lockID)
+		}
+	case LockRepairing:
+		return fmt.Sprintf("service %s is locked while release %s, closed from outside Slipway, is being repaired (lock %s)", ls.Service, releaseName(ls), lockID)
+	case LockHeld:
+		return fmt.Sprintf("service %s is being released by release %s (lock %s)", ls.Service, releaseName(ls), lockID)
+	}
+	return ""
+}
+
+// holdOrFree ends the release's hold on its locks: a service its rollback left failed stays
+// locked (the lock is told why and what runs where, and waits for an operator's resolve);
+// every other lock is freed.
+func (r *release) holdOrFree(ctx workflow.Context) {
+	var free []*heldLock
+	for _, l := range r.locks {
+		if !l.outlives || r.st.Outcome != OutcomeFailed || r.svcPhaseOf(l.service) != PhaseFailed {
+			free = append(free, l)
+			continue
+		}
+		h := HoldInfo{Outcome: r.st.Outcome, Reason: r.st.Reason, Running: r.st.Running}
+		if err := l.done.SignalChildWorkflow(ctx, SignalHold, h).Get(ctx, nil); err != nil {
+			r.event(ctx, r.st.Phase, l.service, "", "could not keep the lock held ("+errText(err)+"); freeing it")
+			free = append(free, l)
+			continue
+		}
+		r.event(ctx, r.st.Phase, l.service, "", fmt.Sprintf("%s stays locked (%s) until an operator resolves it: slipway resolve %s", l.service, l.id, r.in.ID))
+	}
+	r.freeLocks(ctx, free)
 }
 
 // lockServices takes the locks of services not yet held, in sorted order. On a held lock it

@@ -33,6 +33,11 @@ func (r *release) registerHandlers(ctx workflow.Context) error {
 	}); err != nil {
 		return fmt.Errorf("register query %s: %w", QueryStatus, err)
 	}
+	if err := workflow.SetQueryHandler(ctx, QueryRepairState, func() (RepairState, error) {
+		return r.repairState(), nil
+	}); err != nil {
+		return fmt.Errorf("register query %s: %w", QueryRepairState, err)
+	}
 	updates := []struct {
 		name      string
 		handler   func(workflow.Context, Decision) error
@@ -366,8 +371,12 @@ func (r *release) upsert(ctx workflow.Context) {
 	if outcome == "" {
 		outcome = "running"
 	}
+	kind := r.kind
+	if kind == "" {
+		kind = KindRelease
+	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		saKind.ValueSet(KindRelease),
+		saKind.ValueSet(kind),
 		saEnvironment.ValueSet(r.in.Spec.Environment),
 		saServices.ValueSet(services),
 		saVersions.ValueSet(versions),

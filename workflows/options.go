@@ -50,6 +50,19 @@ var activityOptions = map[string]workflow.ActivityOptions{
 	ActivityStartStopped:   {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
 	ActivityVerify:         {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(4)},
 	ActivityWatchReplicas:  {StartToCloseTimeout: time.Minute, HeartbeatTimeout: 10 * time.Second, RetryPolicy: retry(10)},
+	// The locks' and repairs' Temporal calls (repair.go). WatchRelease runs for its window
+	// (added) and RunRepair as long as the repair: both never give up (a lock must not lose
+	// sight of its release). ReleaseState and DescribeLock are single queries.
+	ActivityWatchRelease: {StartToCloseTimeout: 10 * time.Second, HeartbeatTimeout: 3 * time.Second, RetryPolicy: forever()},
+	ActivityRunRepair:    {StartToCloseTimeout: time.Hour, HeartbeatTimeout: 3 * time.Second, RetryPolicy: forever()},
+	ActivityReleaseState: {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: 3 * time.Second, RetryPolicy: retry(rollbackAttempts)},
+	ActivityDescribeLock: {StartToCloseTimeout: 10 * time.Second, HeartbeatTimeout: 3 * time.Second, RetryPolicy: retry(3)},
+}
+
+// forever retries without a limit, at most every 5 s.
+func forever() *temporal.RetryPolicy {
+	return &temporal.RetryPolicy{InitialInterval: 500 * time.Millisecond, BackoffCoefficient: 2, MaximumInterval: 5 * time.Second,
+		NonRetryableErrorTypes: permanentErrors}
 }
 
 // rollbackAttempts is how hard the rollback tries each step: more than the release itself,

@@ -14,6 +14,7 @@ func Register(r sdkworker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(Release, workflow.RegisterOptions{Name: ReleaseWorkflowName})
 	r.RegisterWorkflowWithOptions(PlanWorkflow, workflow.RegisterOptions{Name: PlanWorkflowName})
 	r.RegisterWorkflowWithOptions(ReleaseLock, workflow.RegisterOptions{Name: LockWorkflowName})
+	r.RegisterWorkflowWithOptions(ReleaseRepair, workflow.RegisterOptions{Name: RepairWorkflowName})
 }
 
 // PlanWorkflow is the Plan workflow: it inspects the environment (an engine that does not

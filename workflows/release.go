@@ -21,6 +21,7 @@ import (
 type release struct {
 	in   ReleaseInput
 	wid  string
+	kind string // SlipwayKind: KindRelease, or KindRepair for a repair running its rollback
 	st   ReleaseStatus
 	plan Plan
 	pol  map[string]policy
@@ -100,6 +101,14 @@ const (
 	// changeRefuseMissingImage: a new image missing from a cluster refuses the release
 	// (outcome refused) instead of going through the (empty) rollback.
 	changeRefuseMissingImage = "refuse-missing-image"
+	// changeLockOutlives: a release lock outlives its release and watches it: a release
+	// closed from outside Slipway is repaired, and a service a rollback could not put back
+	// stays locked until an operator resolves it (repair.go). Before: the lock ended with its
+	// release (ParentClosePolicy TERMINATE).
+	changeLockOutlives = "lock-outlives-release"
+	// changeDescribeHeldLock: a release refused by a held lock asks the lock why, to name
+	// the release that holds it (and, after a failure, what runs where).
+	changeDescribeHeldLock = "describe-held-lock"
 )
 
 // errStop is returned by steps that stop because the release already failed.
@@ -136,7 +145,7 @@ func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
 		r.noteFailure(ctx, err)
 		r.rollback(dctx)
 	}
-	r.freeLocks(dctx, r.locks)
+	r.holdOrFree(dctx)
 	r.locks = nil
 	r.finished = true
 	r.st.EndedAt = workflow.Now(ctx)
@@ -145,6 +154,13 @@ func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
 }
 
 func newRelease(ctx workflow.Context, in ReleaseInput) *release {
+	r := newReleaseState(ctx, in)
+	r.event(ctx, PhasePending, "", "", fmt.Sprintf("release %s of %s triggered by %s", in.ID, in.Spec.Environment, orUnknown(in.TriggeredBy)))
+	return r
+}
+
+// newReleaseState is a release before its first step: input, policies, targets, empty state.
+func newReleaseState(ctx workflow.Context, in ReleaseInput) *release {
 	r := &release{
 		in:        in,
 		wid:       workflow.GetInfo(ctx).WorkflowExecution.ID,
@@ -172,7 +188,6 @@ func newRelease(ctx workflow.Context, in ReleaseInput) *release {
 	for _, s := range in.Spec.Services {
 		r.pol[s.Name] = resolvePolicy(in.Spec, s)
 	}
-	r.event(ctx, PhasePending, "", "", fmt.Sprintf("release %s of %s triggered by %s", in.ID, in.Spec.Environment, orUnknown(in.TriggeredBy)))
 	return r
 }
 

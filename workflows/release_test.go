@@ -20,6 +20,7 @@ func run(t *testing.T, w *fakeWorld, in ReleaseInput, setup ...func(*testsuite.T
 	t.Helper()
 	var s testsuite.WorkflowTestSuite
 	env := s.NewTestWorkflowEnvironment()
+	env.SetDetachedChildWait(false) // a lock held after a failed rollback outlives its release
 	Register(env)
 	w.register(env)
 	for _, f := range setup {

@@ -50,7 +50,7 @@ func apiCommands() []*cobra.Command {
 		newDecisionCmd(apiclient.ActionAbort, "Abort a running release (it rolls back what it changed)"),
 		newDecisionCmd(apiclient.ActionPause, "Pause a running release"),
 		newDecisionCmd(apiclient.ActionResume, "Resume a paused release"),
-		newRollbackCmd(), newPlanCmd(), newEnvCmd(), newTokenCmd(),
+		newRollbackCmd(), newResolveCmd(), newPlanCmd(), newEnvCmd(), newTokenCmd(),
 	}
 }
 
@@ -143,6 +143,22 @@ func outcomeExit(rel *apiclient.Release) error {
 		return &exitError{codeFailed, fmt.Errorf("release %s failed: %s", rel.ID, rel.Reason)}
 	case workflows.OutcomeRefused:
 		return &exitError{codeError, fmt.Errorf("release %s refused: %s", rel.ID, rel.Reason)}
+	case workflows.OutcomeTerminated:
+		// Closed from outside Slipway, then repaired: the exit code is the repair's. Rolled
+		// back (or nothing was changed) is 2; a repair that could not finish is 4; a release
+		// that had succeeded and only lost its cleanup was finished forward: 0.
+		var rep *workflows.Repair
+		if rel.Status != nil {
+			rep = rel.Status.Repair
+		}
+		switch {
+		case rep != nil && rep.Outcome == workflows.OutcomeSucceeded:
+			return nil
+		case rep != nil && rep.Outcome == workflows.OutcomeRolledBack:
+			return &exitError{codeRolledBack, fmt.Errorf("release %s terminated from outside Slipway and rolled back: %s", rel.ID, rel.Reason)}
+		default:
+			return &exitError{codeFailed, fmt.Errorf("release %s terminated from outside Slipway; the repair could not finish: %s", rel.ID, rel.Reason)}
+		}
 	case workflows.OutcomeNone:
 		if atGate(rel.Status) || rel.AwaitingHuman() {
 			if rel.Status != nil && rel.Status.Paused || rel.Phase == workflows.PhasePaused {

@@ -32,6 +32,9 @@ import (
 // machine's Docker engine, and the real API served by httptest.
 type cliStack struct {
 	url, token, deploys string
+	// srv is the embedded Temporal server: tests act on workflows through its client the
+	// way the Web UI or the Temporal CLI would.
+	srv *devserver.Server
 }
 
 func newCLIStack(t *testing.T) *cliStack {
@@ -67,7 +70,7 @@ func newCLIStack(t *testing.T) *cliStack {
 	}
 	hs := httptest.NewServer(api.Handler())
 	t.Cleanup(hs.Close)
-	return &cliStack{url: hs.URL, token: token, deploys: dir}
+	return &cliStack{url: hs.URL, token: token, deploys: dir, srv: srv}
 }
 
 // run runs the CLI with a fresh command tree, as main does, and returns the exit code.
@@ -300,6 +303,10 @@ func TestOutcomeExitCodes(t *testing.T) {
 		{apiclient.Release{Outcome: workflows.OutcomeRolledBack}, codeRolledBack},
 		{apiclient.Release{Outcome: workflows.OutcomeFailed}, codeFailed},
 		{apiclient.Release{Outcome: workflows.OutcomeRefused}, codeError},
+		{apiclient.Release{Outcome: workflows.OutcomeTerminated, Status: &workflows.ReleaseStatus{Repair: &workflows.Repair{Outcome: workflows.OutcomeRolledBack}}}, codeRolledBack},
+		{apiclient.Release{Outcome: workflows.OutcomeTerminated, Status: &workflows.ReleaseStatus{Repair: &workflows.Repair{Outcome: workflows.OutcomeFailed}}}, codeFailed},
+		{apiclient.Release{Outcome: workflows.OutcomeTerminated}, codeFailed},
+		{apiclient.Release{Outcome: workflows.OutcomeTerminated, Status: &workflows.ReleaseStatus{Repair: &workflows.Repair{Outcome: workflows.OutcomeSucceeded}}}, codeSucceeded},
 		{apiclient.Release{Running: true, Phase: workflows.PhaseAwaitingApproval}, codeWaiting},
 		{apiclient.Release{Running: true, Phase: workflows.PhaseRollingOut, Status: &workflows.ReleaseStatus{Paused: true}}, codeWaiting},
 		{apiclient.Release{Running: true, Phase: workflows.PhaseRollingOut}, codeWaiting},

@@ -157,7 +157,7 @@ unfinished ones carry on.`,
 	dev.Flags().StringVar(&ip, "ip", "127.0.0.1", "address Temporal and its Web UI bind to")
 	dev.Flags().IntVar(&grpcPort, "temporal-port", 7233, "Temporal gRPC port")
 	dev.Flags().IntVar(&uiPort, "ui-port", 8233, "Temporal Web UI port (-1: no UI)")
-	dev.Flags().BoolVar(&uiWrite, "ui-write-actions", false, "let the Web UI terminate, cancel, reset and signal workflows (it has no authentication; a release terminated there skips Slipway's rollback)")
+	dev.Flags().BoolVar(&uiWrite, "ui-write-actions", false, "let the Web UI terminate, cancel, reset and signal workflows (it has no authentication; a release terminated there is repaired by Slipway: outcome terminated)")
 	dev.Flags().StringVar(&logLevel, "temporal-log-level", "warn", "level of the embedded Temporal server's log (written to <data-dir>/temporal.log)")
 	dev.Flags().BoolVar(&tempOnly, "temporal-only", false, "run only the embedded Temporal server and Web UI (run `slipway worker` and `slipway api` beside it)")
 	api.register(dev, "127.0.0.1:8080")
