@@ -202,21 +202,16 @@ func (s *Server) repairView(ctx context.Context, id, runID string, status enumsp
 	case !isNotFound(err):
 		return nil, fmt.Errorf("repair of release %s: %w", id, err)
 	}
-	// No repair (yet): did the closed run change anything (hold a lock)?
-	var state workflows.RepairState
-	v, qerr := s.tc.QueryWorkflow(cctx, id, runID, workflows.QueryRepairState)
-	if qerr == nil {
-		qerr = v.Get(&state)
-	}
+	// No repair (yet): did the closed run change anything? Only under a lock: its history
+	// says whether it took one (no worker needed to tell).
+	locked, herr := s.tookLock(cctx, id, runID)
 	closedAt := time.Now()
 	if dd, derr := s.tc.DescribeWorkflowExecution(cctx, id, runID); derr == nil && dd.GetWorkflowExecutionInfo().GetCloseTime() != nil {
 		closedAt = dd.GetWorkflowExecutionInfo().GetCloseTime().AsTime()
 	}
-	st := state.Status
-	if st.ID == "" {
-		st = workflows.ReleaseStatus{ID: id}
-	}
-	if qerr == nil && len(state.Locked) == 0 {
+	st := workflows.ReleaseStatus{ID: id}
+	st.Environment, _ = envOfID(id)
+	if herr == nil && !locked {
 		st.Outcome = workflows.OutcomeTerminated
 		st.Phase = workflows.PhaseDone
 		st.Reason = fmt.Sprintf("closed from outside Slipway (%s) before it changed anything: nothing to repair", statusName(status))
@@ -235,6 +230,22 @@ func (s *Server) repairView(ctx context.Context, id, runID string, status enumsp
 	st.Phase = workflows.PhaseRollingBack
 	st.Reason = fmt.Sprintf("closed from outside Slipway (%s); its locks start the repair", statusName(status))
 	return s.view(id, runID, &st, true), nil
+}
+
+// tookLock reports whether a release run's history shows a release lock started (a child
+// workflow of type ReleaseLock).
+func (s *Server) tookLock(ctx context.Context, id, runID string) (bool, error) {
+	it := s.tc.GetWorkflowHistory(ctx, id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			return false, err
+		}
+		if a := ev.GetChildWorkflowExecutionStartedEventAttributes(); a != nil && a.GetWorkflowType().GetName() == workflows.LockWorkflowName {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // waitForEnd waits (at most wait) for the release to close and returns its final view; when
