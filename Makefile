@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 20m
 # tests, `make build` and the FROM-scratch image, so a cold machine compiles Temporal once.
 export CGO_ENABLED ?= 0
 
-.PHONY: build dev dev-clean images test bench lint clean compose-up compose-down
+.PHONY: build dev dev-clean images test bench chaos lint clean compose-up compose-down
 
 ## build: bin/slipway and, beside it, bin/slipway-probe: the small prober the worker loads into
 ## each engine to probe replicas next to them (found beside the slipway binary).
@@ -43,6 +43,16 @@ test:
 ## bench: speed and memory figures, each as a ratio against a baseline measured in the same run.
 bench: build images
 	scripts/bench.sh
+
+## chaos: the chaos test (issue 12) at full size: 100 releases of good and bad versions of two
+## services on two clusters, through the API, on split processes (Temporal, two workers, two
+## API replicas) SIGKILLed at random, some releases terminated by hand; every outcome checked
+## against the engine. Prints the figures of BENCHMARKS.md. `make test` runs it with 10.
+## CHAOS_RELEASES=n for another size; SLIPWAY_CHAOS_SEED=<seed printed by a run> replays one.
+CHAOS_RELEASES ?= 100
+chaos:
+	scripts/ensure-docker.sh
+	SLIPWAY_CHAOS_RELEASES=$(CHAOS_RELEASES) $(GO) test -count=1 -timeout 3h -v -run '^TestChaos$$' ./chaos/
 
 lint:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
