@@ -116,6 +116,11 @@ func (s *Server) fetch(ctx context.Context, id string, shared bool) (*apiclient.
 		rel.StatusError = "status query failed: " + qerr.Error()
 		return rel, nil
 	}
+	if first := info.GetFirstRunId(); first != "" && first != runID {
+		// A reset started this run: the run it closed is repaired, and the repair is the
+		// release's truth (this run may have been refused by the locks busy repairing).
+		return s.repairView(ctx, id, first, info.GetStatus())
+	}
 	return s.closedView(ctx, id, runID, info.GetStatus(), st)
 }
 
@@ -174,7 +179,8 @@ const repairWindow = 2 * time.Minute
 
 // repairView is the view of a release closed from outside Slipway (workflows/repair.go): its
 // repair's status while the repair runs (running, so --wait and the event stream go on), then
-// the repair's result (outcome terminated). Only a final view is cached.
+// the repair's result (outcome terminated). Only a final view is cached. runID is the run
+// that was closed (for a reset, the run the reset replaced).
 func (s *Server) repairView(ctx context.Context, id, runID string, status enumspb.WorkflowExecutionStatus) (*apiclient.Release, error) {
 	rid := workflows.RepairWorkflowID(id)
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)

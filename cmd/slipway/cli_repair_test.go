@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/api/workflowservice/v1"
 
 	"github.com/slipwayhq/slipway/apiclient"
 	"github.com/slipwayhq/slipway/engine"
@@ -282,5 +284,72 @@ func TestFailedRollbackKeepsTheServiceLocked(t *testing.T) {
 	}
 	if code, out, errOut = s.run(t, "release", "-f", v3, "--wait"); code != codeSucceeded {
 		t.Fatalf("release after resolve: exit %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestResetReleaseIsRepaired resets a release mid-rollout to its first workflow task, as the
+// Web UI's Reset does: the run that was rolling out is closed, a new run starts from the
+// beginning. Slipway repairs the closed run (the new one is not continued: it is terminated,
+// or refused by the locks) and reports the release terminated and rolled back.
+func TestResetReleaseIsRepaired(t *testing.T) {
+	s := newCLIStack(t)
+	env := cliEnv(t)
+	dir := t.TempDir()
+	c := apiclient.New(s.url, s.token)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	v1 := writeCLISpec(t, dir, "v1.yaml", repairSpec(env, "1.0.0", false))
+	if code, out, errOut := s.run(t, "release", "-f", v1, "--wait"); code != codeSucceeded {
+		t.Fatalf("first release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	v2 := writeCLISpec(t, dir, "v2.yaml", repairSpec(env, "1.1.0", false))
+	_, out, _ := s.run(t, "release", "-f", v2)
+	id := cliReleaseID(t, out)
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		traffic, _ := inTraffic(t, env)
+		if strings.Contains(strings.Join(traffic["c1"], " "), "1.1.0") {
+			break
+		}
+		if rel, err := c.GetRelease(ctx, id, 0); err != nil || !rel.Running || time.Now().After(deadline) {
+			t.Fatalf("never had 1.1.0 in traffic: %v %+v", err, rel)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The first workflow task's completion is the reset point the Web UI offers first.
+	var first int64
+	h := s.srv.Client().GetWorkflowHistory(ctx, id, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for h.HasNext() && first == 0 {
+		ev, err := h.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.GetEventType() == enumspb.EVENT_TYPE_WORKFLOW_TASK_COMPLETED {
+			first = ev.GetEventId()
+		}
+	}
+	if _, err := s.srv.Client().ResetWorkflowExecution(ctx, &workflowservice.ResetWorkflowExecutionRequest{
+		Namespace: s.srv.Namespace(), WorkflowExecution: &commonpb.WorkflowExecution{WorkflowId: id},
+		Reason: "reset from the Web UI", WorkflowTaskFinishEventId: first, RequestId: id + "-reset",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := s.run(t, "status", id, "--wait")
+	if code != codeRolledBack || !strings.Contains(out+errOut, "terminated") {
+		t.Fatalf("status --wait of a reset release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	traffic, all := inTraffic(t, env)
+	for _, cl := range []string{"c1", "c2"} {
+		if got := strings.Join(traffic[cl], " "); got != "1.0.0 1.0.0" || strings.Contains(strings.Join(all[cl], " "), "1.1.0") {
+			t.Errorf("cluster %s after the repair of a reset: in traffic %q, containers %v", cl, got, all[cl])
+		}
+	}
+	// No run of the release is left running, and the lock is free.
+	d, err := s.srv.Client().DescribeWorkflowExecution(ctx, id, "")
+	if err != nil || d.GetWorkflowExecutionInfo().GetStatus() == enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
+		t.Fatalf("the release after the repair: %v %v", err, d.GetWorkflowExecutionInfo().GetStatus())
+	}
+	if code, out, errOut = s.run(t, "release", "-f", v2, "--wait"); code != codeSucceeded {
+		t.Fatalf("release after the repair: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
