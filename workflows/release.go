@@ -147,6 +147,13 @@ func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
 	}
 	r.holdOrFree(dctx)
 	r.locks = nil
+	if r.refused == "" && r.abort == nil && ctx.Err() != nil {
+		// Cancelled from outside Slipway (a Temporal cancel request: the Web UI, its CLI, an
+		// SDK): reported like a termination, with its own rollback as the repair.
+		r.st.Repair = &Repair{ClosedBy: "cancelled (a Temporal cancel request)", Outcome: r.st.Outcome, Reason: r.st.Reason, EndedAt: workflow.Now(ctx)}
+		r.st.Outcome = OutcomeTerminated
+		r.st.Reason = fmt.Sprintf("cancelled from outside Slipway; repair %s: %s", r.st.Repair.Outcome, r.st.Repair.Reason)
+	}
 	r.finished = true
 	r.st.EndedAt = workflow.Now(ctx)
 	r.setPhase(dctx, PhaseDone, fmt.Sprintf("release %s: %s", r.st.Outcome, r.st.Reason))
@@ -843,7 +850,7 @@ func (r *release) noteFailure(ctx workflow.Context, err error) {
 			r.failure.reason = reason + " (while: " + r.failure.reason + ")"
 		}
 	case r.failure == nil && ctx.Err() != nil:
-		r.failure = &failure{reason: "release cancelled"}
+		r.failure = &failure{reason: "release cancelled from outside Slipway"}
 	case r.failure == nil:
 		r.failure = &failure{reason: "release stopped: " + errText(err)}
 	}

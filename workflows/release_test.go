@@ -658,8 +658,12 @@ func TestReleaseCancelledRollsBack(t *testing.T) {
 	st, _ := run(t, w, in, func(env *testsuite.TestWorkflowEnvironment) {
 		env.RegisterDelayedCallback(env.CancelWorkflow, 30*time.Second)
 	})
-	require.Equal(t, OutcomeRolledBack, st.Outcome)
-	require.Equal(t, "release cancelled", st.Reason)
+	// Cancelled from outside Slipway: reported as terminated, its own rollback the repair.
+	require.Equal(t, OutcomeTerminated, st.Outcome)
+	require.NotNil(t, st.Repair)
+	require.Equal(t, OutcomeRolledBack, st.Repair.Outcome)
+	require.Equal(t, "release cancelled from outside Slipway", st.Repair.Reason)
+	require.Contains(t, st.Reason, "cancelled from outside Slipway; repair rolled_back")
 	for _, c := range []string{"a", "b"} {
 		requireServing(t, w, c, "web", "1.0.0", 2)
 		require.Equal(t, []string{"1.0.0"}, w.versions(c, "web"), "the rollback ran after the cancellation")
