@@ -33,7 +33,10 @@ const (
 	codeError      = 1 // usage or API error (a refused release included)
 	codeRolledBack = 2
 	codeWaiting    = 3 // still paused or awaiting approval (or still running) when --wait ends
-	codeFailed     = 4
+	codeFailed     = 4 // the rollback (or a repair) could not finish
+	// codeSLOMissed: a load test ran and missed an SLO (not a release outcome: 4 means a
+	// rollback that could not finish, which a pipeline must tell apart).
+	codeSLOMissed = 5
 )
 
 func init() {

@@ -34,7 +34,7 @@ func newLoadTestCmd() *cobra.Command {
 		Long: `A load test sends a constant request rate to the replicas of one service (after an
 optional scale-out, always scaled back), and judges the measured latency, error rate and
 throughput against the test's SLOs. Exit codes of "run --wait" and "show": 0 passed,
-4 an SLO was missed, 3 still running when the wait ended, 1 anything else (refused because
+5 an SLO was missed, 3 still running when the wait ended, 1 anything else (refused because
 a release holds the service, the load could not be measured, bad input).`,
 	}
 	cmd.AddCommand(newLoadTestRunCmd(), newLoadTestShowCmd(), newLoadTestCancelCmd())
@@ -257,7 +257,7 @@ func loadTestExit(res workflows.LoadTestResult) error {
 	case workflows.LoadTestPassed:
 		return nil
 	case workflows.LoadTestFailed:
-		return &exitError{codeFailed, fmt.Errorf("load test %s/%s failed: %s", res.Environment, res.Test, res.Reason)}
+		return &exitError{codeSLOMissed, fmt.Errorf("load test %s/%s failed: %s", res.Environment, res.Test, res.Reason)}
 	default:
 		return &exitError{codeError, fmt.Errorf("load test %s/%s %s: %s", res.Environment, res.Test, res.Outcome, res.Reason)}
 	}

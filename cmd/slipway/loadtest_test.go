@@ -158,8 +158,8 @@ func TestLoadTestCLI(t *testing.T) {
 	t.Logf("slipway loadtest run -f SPEC ok --wait:\n%s%s", errb, out)
 	code, out, errb = s.run(t, "loadtest", "run", "-f", file, "slow", "--wait")
 	t.Logf("slipway loadtest run -f SPEC slow --wait (exit %d):\n%s%s", code, errb, out)
-	if code != codeFailed || !strings.Contains(out, "FAILED") || !strings.Contains(out, "slo MISS p95") {
-		t.Fatalf("run slow: exit %d, want %d\n%s%s", code, codeFailed, out, errb)
+	if code != codeSLOMissed || !strings.Contains(out, "FAILED") || !strings.Contains(out, "slo MISS p95") {
+		t.Fatalf("run slow: exit %d, want %d\n%s%s", code, codeSLOMissed, out, errb)
 	}
 	// run without --wait prints the id; show prints the result once it ended.
 	code, out, errb = s.run(t, "loadtest", "run", "-f", file, "ok")
@@ -183,7 +183,7 @@ func TestLoadTestCLI(t *testing.T) {
 
 func TestLoadTestExitCodes(t *testing.T) {
 	for outcome, want := range map[workflows.LoadTestOutcome]int{
-		workflows.LoadTestPassed: 0, workflows.LoadTestFailed: codeFailed, workflows.LoadTestRefused: codeError,
+		workflows.LoadTestPassed: 0, workflows.LoadTestFailed: codeSLOMissed, workflows.LoadTestRefused: codeError,
 	} {
 		err := loadTestExit(workflows.LoadTestResult{Outcome: outcome, Environment: "e", Test: "t", Reason: "r"})
 		got := 0

@@ -36,11 +36,13 @@ type apiFlags struct {
 	tokens         *starter.Tokens // set by `dev` when it made its own token
 }
 
-func (f *apiFlags) register(cmd *cobra.Command, defaultAddr string) {
+// register adds the API flags; pingEngines is the default of --readyz-engines: on in `dev`
+// (one process that also runs the worker), off in `api` (the API never needs an engine).
+func (f *apiFlags) register(cmd *cobra.Command, defaultAddr string, pingEngines bool) {
 	cmd.Flags().StringVar(&f.addr, "api-addr", defaultAddr, "address the HTTP API listens on")
 	cmd.Flags().StringVar(&f.deploymentsDir, "deployments", "deployments", "directory of the checked-in deployment specs (<environment>.yaml)")
 	cmd.Flags().StringVar(&f.tokensFile, "tokens-file", "", "API tokens file (default: $SLIPWAY_TOKENS_FILE; see README, API tokens)")
-	cmd.Flags().BoolVar(&f.checkEngines, "readyz-engines", true, "make /readyz ping every Docker engine of the checked-in specs")
+	cmd.Flags().BoolVar(&f.checkEngines, "readyz-engines", pingEngines, "make /readyz ping every Docker engine of the checked-in specs (the API itself never needs one)")
 }
 
 // workerFlags tune the worker (in `dev` and `worker`).
@@ -160,7 +162,7 @@ unfinished ones carry on.`,
 	dev.Flags().BoolVar(&uiWrite, "ui-write-actions", false, "let the Web UI terminate, cancel, reset and signal workflows (it has no authentication; a release terminated there is repaired by Slipway: outcome terminated)")
 	dev.Flags().StringVar(&logLevel, "temporal-log-level", "warn", "level of the embedded Temporal server's log (written to <data-dir>/temporal.log)")
 	dev.Flags().BoolVar(&tempOnly, "temporal-only", false, "run only the embedded Temporal server and Web UI (run `slipway worker` and `slipway api` beside it)")
-	api.register(dev, "127.0.0.1:8080")
+	api.register(dev, "127.0.0.1:8080", true)
 	wf.register(dev, "")
 	rootCmd.AddCommand(dev)
 
@@ -231,7 +233,7 @@ Run as many as you like.`,
 		},
 	}
 	at.register(apiCmd)
-	aapi.register(apiCmd, "0.0.0.0:8080")
+	aapi.register(apiCmd, "0.0.0.0:8080", false)
 	apiCmd.Flags().StringVar(&aapi.uiURL, "ui-url", "", "base URL of the Temporal Web UI, for links in API answers")
 	rootCmd.AddCommand(apiCmd)
 }
