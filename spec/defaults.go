@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -330,6 +331,63 @@ func (env *Environment) loadTest(name string) *LoadTest {
 	for i := range env.LoadTests {
 		if env.LoadTests[i].Name == name {
 			return &env.LoadTests[i]
+		}
+	}
+	return nil
+}
+
+// CheckDefaulted reports the first policy ApplyDefaults would have filled in and the
+// environment lacks. The workflows read policies only from the spec (ApplyDefaults is the one
+// owner of every default), so a release refuses a spec that was not defaulted rather than
+// guess. The list is fixed on purpose: a default added later must not make an older,
+// already-defaulted spec fail this check.
+func CheckDefaulted(env Environment) error {
+	canary := 0
+	for _, c := range env.Clusters {
+		if c.Wave <= 0 {
+			return fmt.Errorf("clusters[%s].wave is not set", c.Name)
+		}
+		if c.Canary {
+			canary++
+		}
+	}
+	if len(env.Clusters) > 0 && canary == 0 {
+		return fmt.Errorf("no cluster is the canary cluster")
+	}
+	for _, s := range env.Services {
+		missing := func(field string) error { return fmt.Errorf("services[%s].%s is not set", s.Name, field) }
+		switch {
+		case s.Replicas <= 0:
+			return missing("replicas")
+		case s.StopGrace <= 0:
+			return missing("stop_grace")
+		case len(s.Clusters) == 0:
+			return missing("clusters")
+		case s.Health == nil || s.Health.Deadline <= 0 || s.Health.Interval <= 0:
+			return missing("health.deadline")
+		case s.Canary == nil || s.Canary.Replicas <= 0 || s.Canary.Soak <= 0:
+			return missing("canary.soak")
+		case s.Canary.Approval == nil || s.Canary.Approval.Timeout <= 0 || s.Canary.Approval.OnTimeout == "":
+			return missing("canary.approval.timeout")
+		case s.Rollout == nil || s.Rollout.BatchSize <= 0:
+			return missing("rollout.batch_size")
+		case s.Rollback == nil || s.Rollback.Scope == "" || s.Rollback.KeepPrevious == "":
+			return missing("rollback.scope")
+		case s.Verification == nil:
+			return missing("verification")
+		}
+		if v := s.Verification; !v.Skip {
+			switch {
+			case v.Interval <= 0 || v.Duration <= 0 || v.MinSamples <= 0:
+				return missing("verification.interval")
+			case len(v.Requests) == 0:
+				return missing("verification.requests")
+			}
+			for i, p := range v.Requests {
+				if p.Method == "" || p.Timeout <= 0 {
+					return missing(fmt.Sprintf("verification.requests[%d].timeout", i))
+				}
+			}
 		}
 	}
 	return nil

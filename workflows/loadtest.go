@@ -11,6 +11,8 @@ import (
 	"go.temporal.io/sdk/temporal"
 	sdkworker "go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
+
+	"github.com/slipwayhq/slipway/spec"
 )
 
 // Search-attribute keys of the load test (same names as the release's).
@@ -421,7 +423,7 @@ func ltHealthDeadline(in LoadTestInput) time.Duration {
 	if h := in.Service.Health; h != nil && h.Deadline > 0 {
 		return h.Deadline.D()
 	}
-	return fallbackHealthDeadline
+	return spec.DefaultHealthDeadline // a hand-built input; a spec's service always has one
 }
 
 // ltMajorityVersion is the version most clusters serve (ties: the lowest name).

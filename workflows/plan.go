@@ -162,7 +162,7 @@ func ComputePlan(env spec.Environment, services []string, live InspectResult) (P
 }
 
 func planService(env spec.Environment, s spec.Service, live InspectResult) ServicePlan {
-	pol := resolvePolicy(env, s)
+	pol := resolvePolicy(s)
 	canary := canaryCluster(env, s)
 	sp := ServicePlan{Service: s.Name, ToVersion: s.Version, Action: ActionNone, DependsOn: s.DependsOn}
 	froms := map[string]bool{}

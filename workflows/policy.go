@@ -6,24 +6,9 @@ import (
 	"github.com/slipwayhq/slipway/spec"
 )
 
-// Fallback policy values. The starter runs spec.ApplyDefaults before a release starts, so a
-// workflow normally sees every policy filled in; these only keep a hand-built input (tests,
-// an older spec) from producing zero timeouts or zero replicas.
-const (
-	fallbackReplicas        = 1
-	fallbackPort            = 8080
-	fallbackHealthDeadline  = 60 * time.Second
-	fallbackCanaryReplicas  = 1
-	fallbackApprovalTimeout = 30 * time.Minute
-	fallbackBatchSize       = 1
-	fallbackVerifyInterval  = time.Second
-	fallbackVerifyDuration  = 30 * time.Second
-	fallbackMinSamples      = 10
-	fallbackProbeTimeout    = 2 * time.Second
-	// DefaultMaxPause is how long a release may stay paused before it rolls back, when the
-	// input does not say (ReleaseInput.MaxPause).
-	DefaultMaxPause = 24 * time.Hour
-)
+// DefaultMaxPause is how long a release may stay paused before it rolls back, when the input
+// does not say (ReleaseInput.MaxPause).
+const DefaultMaxPause = 24 * time.Hour
 
 // policy is a service's resolved policies: every field usable as is.
 type policy struct {
@@ -46,104 +31,32 @@ type policy struct {
 	StopGrace time.Duration
 }
 
-// resolvePolicy merges a service's own policies over the environment defaults and the
-// fallbacks above.
-func resolvePolicy(env spec.Environment, s spec.Service) policy {
-	d := env.Defaults
-	p := policy{
-		Replicas:       firstInt(s.Replicas, d.Replicas, fallbackReplicas),
-		Port:           firstInt(s.Port, fallbackPort),
-		HealthDeadline: fallbackHealthDeadline,
-		CanaryReplicas: fallbackCanaryReplicas,
-		ApprovalWait:   fallbackApprovalTimeout,
-		OnTimeout:      spec.OnTimeoutRollback,
-		BatchSize:      fallbackBatchSize,
-		Scope:          spec.ScopeRelease,
-		KeepPrevious:   spec.KeepRunning,
-		StopGrace:      spec.DefaultStopGrace,
+// resolvePolicy reads a service's policies from the spec as spec.ApplyDefaults left it:
+// ApplyDefaults owns every default (the environment's defaults block and the built-in ones),
+// the starter applies it before anything starts, and a release refuses a spec that was not
+// defaulted (spec.CheckDefaulted). Nothing here second-guesses it.
+func resolvePolicy(s spec.Service) policy {
+	p := policy{Replicas: s.Replicas, Port: s.Port, StopGrace: s.StopGrace.D()}
+	if s.Health != nil {
+		p.HealthDeadline = s.Health.Deadline.D()
 	}
-	if s.StopGrace > 0 {
-		p.StopGrace = s.StopGrace.D()
+	if s.Verification != nil {
+		p.Verify = *s.Verification
+		p.Verify.Requests = append([]spec.Probe(nil), s.Verification.Requests...)
 	}
-	if h := pick(s.Health, d.Health); h != nil && h.Deadline > 0 {
-		p.HealthDeadline = h.Deadline.D()
-	}
-	v := spec.Verification{}
-	if pv := pick(s.Verification, d.Verification); pv != nil {
-		v = *pv
-	}
-	if len(v.Requests) == 0 {
-		v.Requests = []spec.Probe{{Path: "/"}}
-	}
-	v.Requests = append([]spec.Probe(nil), v.Requests...)
-	for i := range v.Requests {
-		if v.Requests[i].Method == "" {
-			v.Requests[i].Method = "GET"
-		}
-		if v.Requests[i].Timeout <= 0 {
-			v.Requests[i].Timeout = spec.Duration(fallbackProbeTimeout)
+	if c := s.Canary; c != nil {
+		p.CanarySkip, p.CanaryReplicas, p.Soak = c.Skip, c.Replicas, c.Soak.D()
+		if a := c.Approval; a != nil {
+			p.Approval, p.ApprovalWait, p.OnTimeout = a.Required, a.Timeout.D(), a.OnTimeout
 		}
 	}
-	if v.Interval <= 0 {
-		v.Interval = spec.Duration(fallbackVerifyInterval)
+	if r := s.Rollout; r != nil {
+		p.BatchSize, p.BatchPause = r.BatchSize, r.Pause.D()
 	}
-	if v.Duration <= 0 {
-		v.Duration = spec.Duration(fallbackVerifyDuration)
-	}
-	if v.MinSamples <= 0 {
-		v.MinSamples = fallbackMinSamples
-	}
-	p.Verify = v
-	p.Soak = v.Duration.D()
-	if c := pick(s.Canary, d.Canary); c != nil {
-		p.CanarySkip = c.Skip
-		if c.Replicas > 0 {
-			p.CanaryReplicas = c.Replicas
-		}
-		if c.Soak > 0 {
-			p.Soak = c.Soak.D()
-		}
-		if c.Approval != nil {
-			p.Approval = c.Approval.Required
-			if c.Approval.Timeout > 0 {
-				p.ApprovalWait = c.Approval.Timeout.D()
-			}
-			if c.Approval.OnTimeout != "" {
-				p.OnTimeout = c.Approval.OnTimeout
-			}
-		}
-	}
-	if r := pick(s.Rollout, d.Rollout); r != nil {
-		if r.BatchSize > 0 {
-			p.BatchSize = r.BatchSize
-		}
-		p.BatchPause = r.Pause.D()
-	}
-	if r := pick(s.Rollback, d.Rollback); r != nil {
-		if r.Scope != "" {
-			p.Scope = r.Scope
-		}
-		if r.KeepPrevious != "" {
-			p.KeepPrevious = r.KeepPrevious
-		}
+	if r := s.Rollback; r != nil {
+		p.Scope, p.KeepPrevious = r.Scope, r.KeepPrevious
 	}
 	return p
-}
-
-func pick[T any](own, def *T) *T {
-	if own != nil {
-		return own
-	}
-	return def
-}
-
-func firstInt(vs ...int) int {
-	for _, v := range vs {
-		if v > 0 {
-			return v
-		}
-	}
-	return 0
 }
 
 // waveOf is a cluster's wave (default 1).

@@ -109,6 +109,9 @@ const (
 	// changeDescribeHeldLock: a release refused by a held lock asks the lock why, to name
 	// the release that holds it (and, after a failure, what runs where).
 	changeDescribeHeldLock = "describe-held-lock"
+	// changeRefuseUndefaulted: policies come from the defaulted spec only (no fallbacks in
+	// the workflow), so a spec that was not defaulted is refused before anything is done.
+	changeRefuseUndefaulted = "refuse-undefaulted-spec"
 )
 
 // errStop is returned by steps that stop because the release already failed.
@@ -193,7 +196,7 @@ func newReleaseState(ctx workflow.Context, in ReleaseInput) *release {
 		r.tgt[c.Name] = TargetOf(in.Spec.Environment, c)
 	}
 	for _, s := range in.Spec.Services {
-		r.pol[s.Name] = resolvePolicy(in.Spec, s)
+		r.pol[s.Name] = resolvePolicy(s)
 	}
 	return r
 }
@@ -208,6 +211,12 @@ func orUnknown(s string) string {
 // run is the forward path: everything up to a verified rollout. It returns an error (and
 // r.failure says why) when the release must roll back.
 func (r *release) run(ctx, dctx workflow.Context) error {
+	if workflow.GetVersion(ctx, changeRefuseUndefaulted, workflow.DefaultVersion, 1) >= 1 {
+		if err := spec.CheckDefaulted(r.in.Spec); err != nil {
+			r.refused = "the release's spec was not defaulted, nothing was changed (start releases through the API, or apply spec.ApplyDefaults): " + err.Error()
+			return errStop
+		}
+	}
 	r.setPhase(ctx, PhasePlanning, "inspecting live state")
 	scope := r.in.Services
 	plan, err := r.makePlan(ctx, scope)

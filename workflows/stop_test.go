@@ -76,15 +76,18 @@ func TestReleaseStopGrace(t *testing.T) {
 		requireServing(t, w, "a", "web", "1.0.0", 2)
 	})
 	t.Run("an input without stop_grace", func(t *testing.T) {
-		// a spec frozen before the field existed (or built by hand): the default applies
+		// built by hand, not defaulted: refused before anything is done, naming the field
+		// (spec.ApplyDefaults is the one owner of defaults; the workflow does not guess)
 		w := newWorld("staging")
 		w.seed("a", "web", "1.0.0", 2)
 		w.seed("b", "web", "1.0.0", 2)
 		in := ReleaseInput{Spec: testSpec(svc("web", "1.1.0"))}
 		in.Spec.Services[0].StopGrace = 0
 		st, _ := run(t, w, in)
-		require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
-		requireStopGrace(t, w, spec.DefaultStopGrace)
+		require.Equal(t, OutcomeRefused, st.Outcome, st.Reason)
+		require.Contains(t, st.Reason, "services[web].stop_grace is not set")
+		require.Empty(t, w.stops)
+		requireServing(t, w, "a", "web", "1.0.0", 2)
 	})
 }
 
