@@ -16,35 +16,44 @@ import (
 	"github.com/slipwayhq/slipway/spec"
 )
 
-// release is one running Release workflow: its input, its plan, its status and what it has
-// changed so far (for the rollback).
+// release is one running Release workflow, in four parts: what it was asked (input, plan,
+// resolved policies and targets), how it is steered (control), what it changed (changes:
+// exactly what the rollback undoes, and what a repair reads back), and what it reports
+// (progress). The parts are embedded, so their fields read as the release's own.
 type release struct {
 	in   ReleaseInput
 	wid  string
 	kind string // SlipwayKind: KindRelease, or KindRepair for a repair running its rollback
-	st   ReleaseStatus
 	plan Plan
-	pol  map[string]policy
-	tgt  map[string]Target
+	pol  map[string]policy // per service, from the defaulted spec
+	tgt  map[string]Target // per cluster
 
-	// control
-	cancelRun   workflow.CancelFunc
-	paused      bool
-	abort       *Decision
-	rollingBack bool
-	finished    bool
-	approvals   map[gateKey]*gate
-	gatePhase   Phase            // the release's phase before its first pending gate opened
-	gateSvc     map[string]Phase // a service's phase before its first pending gate opened
-	failure     *failure
-	refused     string
-	busy        int // clusters changing right now (rollout.max_parallel_clusters)
-	seq         int
-	locks       []*heldLock
-	phaseBefore Phase
-	now         time.Time // last workflow.Now seen (for progress timestamps)
+	control
+	changes
+	progress
+}
 
-	// what the release changed, for the rollback: service → cluster → …
+// control is how the release is steered: human decisions, the first failure, its locks.
+type control struct {
+	cancelRun   workflow.CancelFunc // stops the forward path (a failure or an abort)
+	paused      bool                // a pause holds before the next batch or wave
+	phaseBefore Phase               // the phase a pause replaced, put back on resume
+	abort       *Decision           // who aborted, and why
+	rollingBack bool                // the rollback has started: no more decisions
+	finished    bool                // the outcome is final
+	approvals   map[gateKey]*gate   // pending human gates, by service and cluster
+	gatePhase   Phase               // the release's phase before its first pending gate opened
+	gateSvc     map[string]Phase    // a service's phase before its first pending gate opened
+	failure     *failure            // the first reason to roll back
+	refused     string              // why nothing was started (outcome refused)
+	busy        int                 // clusters changing right now (rollout.max_parallel_clusters)
+	locks       []*heldLock         // the release locks it holds (lock.go)
+}
+
+// changes is what the release changed, for the rollback, by service → cluster → names.
+// Each is recorded before the activity that makes the change runs, so a rollback (or a
+// repair after the release was closed from outside) also undoes a change in flight.
+type changes struct {
 	touched   map[string]map[string]bool
 	started   map[string]map[string][]string // new-version containers this release ensured
 	detached  map[string]map[string][]string // old containers taken out of traffic
@@ -52,6 +61,13 @@ type release struct {
 	completed map[string]bool                // services rolled out and verified everywhere
 	failed    map[string]bool                // services whose step failed
 	watch     watches                        // the lifecycle watches of the new replicas (watch.go)
+}
+
+// progress is what the release reports: the status the query answers and the timeline.
+type progress struct {
+	st  ReleaseStatus
+	seq int       // the last timeline entry's number
+	now time.Time // last workflow.Now seen (for progress timestamps)
 }
 
 // failure is the first reason the release must roll back.
@@ -172,18 +188,19 @@ func newRelease(ctx workflow.Context, in ReleaseInput) *release {
 // newReleaseState is a release before its first step: input, policies, targets, empty state.
 func newReleaseState(ctx workflow.Context, in ReleaseInput) *release {
 	r := &release{
-		in:        in,
-		wid:       workflow.GetInfo(ctx).WorkflowExecution.ID,
-		pol:       map[string]policy{},
-		tgt:       map[string]Target{},
-		approvals: map[gateKey]*gate{},
-		gateSvc:   map[string]Phase{},
-		touched:   map[string]map[string]bool{},
-		started:   map[string]map[string][]string{},
-		detached:  map[string]map[string][]string{},
-		stopped:   map[string]map[string][]string{},
-		completed: map[string]bool{},
-		failed:    map[string]bool{},
+		in:      in,
+		wid:     workflow.GetInfo(ctx).WorkflowExecution.ID,
+		pol:     map[string]policy{},
+		tgt:     map[string]Target{},
+		control: control{approvals: map[gateKey]*gate{}, gateSvc: map[string]Phase{}},
+		changes: changes{
+			touched:   map[string]map[string]bool{},
+			started:   map[string]map[string][]string{},
+			detached:  map[string]map[string][]string{},
+			stopped:   map[string]map[string][]string{},
+			completed: map[string]bool{},
+			failed:    map[string]bool{},
+		},
 	}
 	r.st = ReleaseStatus{
 		ID:          in.ID,

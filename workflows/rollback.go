@@ -33,8 +33,12 @@ func (r *release) rollbackSet() [][]string {
 	return layers
 }
 
-// rollback puts every service it must back to what ran before, then checks the live state.
-// It runs on a disconnected context: it still runs after an abort or a cancellation.
+// rollback puts every service it must back to what ran before, in three steps: undo (per
+// layer, dependents first, each service and cluster in parallel), check (the live state
+// against what ran before) and record (each service's and cluster's truth, the outcome, and
+// what runs where when it could not finish). It runs on a disconnected context: it still runs
+// after an abort or a cancellation. A repair runs it too, on a release rebuilt from the
+// state of a run closed from outside Slipway (repair.go).
 func (r *release) rollback(ctx workflow.Context) {
 	r.rollingBack = true
 	reason := r.failure.reason
@@ -54,20 +58,37 @@ func (r *release) rollback(ctx workflow.Context) {
 		}
 		return
 	}
-	var problems []string
-	var all []string
-	bad := map[string]map[string]bool{} // service → cluster → its rollback could not finish
-	fail := func(service, cluster string) {
-		if bad[service] == nil {
-			bad[service] = map[string]bool{}
-		}
-		bad[service][cluster] = true
+	rb := &rollbackResult{bad: map[string]map[string]bool{}}
+	r.undo(ctx, layers, rb)
+	live, err := r.checkRollback(ctx, rb)
+	r.recordRollback(ctx, reason, kept, rb, live, err)
+}
+
+// rollbackResult is what the rollback's steps found: the services it put back (in order),
+// the problems, and which service on which cluster could not be put back.
+type rollbackResult struct {
+	all      []string
+	problems []string
+	bad      map[string]map[string]bool
+}
+
+func (rb *rollbackResult) fail(service, cluster, problem string) {
+	if problem != "" {
+		rb.problems = append(rb.problems, problem)
 	}
+	if rb.bad[service] == nil {
+		rb.bad[service] = map[string]bool{}
+	}
+	rb.bad[service][cluster] = true
+}
+
+// undo rolls each service of each layer back on every cluster it touched.
+func (r *release) undo(ctx workflow.Context, layers [][]string, rb *rollbackResult) {
 	for _, layer := range layers {
 		type pair struct{ service, cluster string }
 		var pairs []pair
 		for _, name := range layer {
-			all = append(all, name)
+			rb.all = append(rb.all, name)
 			r.svcPhase(name, PhaseRollingBack)
 			for _, c := range sortedKeys(r.touched[name]) {
 				pairs = append(pairs, pair{name, c})
@@ -76,68 +97,74 @@ func (r *release) rollback(ctx workflow.Context) {
 		_ = parallel(ctx, 0, len(pairs), func(gctx workflow.Context, i int) error {
 			p := pairs[i]
 			if err := r.rollbackCluster(gctx, p.service, p.cluster); err != nil {
-				problems = append(problems, fmt.Sprintf("%s on %s: %s", p.service, p.cluster, errText(err)))
-				fail(p.service, p.cluster)
+				rb.fail(p.service, p.cluster, fmt.Sprintf("%s on %s: %s", p.service, p.cluster, errText(err)))
 				r.clusterProgress(gctx, p.service, p.cluster, func(c *ClusterProgress) { c.Message = "rollback failed: " + errText(err) })
 				return err
 			}
 			return nil
 		})
 	}
-	// Check: the old replicas serve, nothing of the new version is left.
-	live, err := r.inspect(ctx, all, true)
+}
+
+// checkRollback reads the live state of what was rolled back and checks it: the previous
+// replicas serve, nothing of the new version is left.
+func (r *release) checkRollback(ctx workflow.Context, rb *rollbackResult) (InspectResult, error) {
+	live, err := r.inspect(ctx, rb.all, true)
 	if err != nil {
-		problems = append(problems, "could not inspect after the rollback: "+errText(err))
-		for _, name := range all {
+		rb.problems = append(rb.problems, "could not inspect after the rollback: "+errText(err))
+		for _, name := range rb.all {
 			for _, c := range sortedKeys(r.touched[name]) {
-				fail(name, c)
+				rb.fail(name, c, "") // unknown: not known to be back
 			}
 		}
-	} else {
-		for _, name := range all {
-			sp := r.plan.Service(name)
-			for _, c := range sortedKeys(r.touched[name]) {
-				cs := live.Cluster(c)
-				if cs != nil && cs.Error != "" {
-					problems = append(problems, fmt.Sprintf("%s on %s: cannot check, engine does not answer: %s", name, c, cs.Error))
-					fail(name, c)
-					continue
-				}
-				for _, p := range rollbackCheck(*sp.Cluster(c), cs.Containers(name)) {
-					problems = append(problems, fmt.Sprintf("%s on %s: %s", name, c, p))
-					fail(name, c)
-				}
+		return live, err
+	}
+	for _, name := range rb.all {
+		sp := r.plan.Service(name)
+		for _, c := range sortedKeys(r.touched[name]) {
+			cs := live.Cluster(c)
+			if cs != nil && cs.Error != "" {
+				rb.fail(name, c, fmt.Sprintf("%s on %s: cannot check, engine does not answer: %s", name, c, cs.Error))
+				continue
+			}
+			for _, p := range rollbackCheck(*sp.Cluster(c), cs.Containers(name)) {
+				rb.fail(name, c, fmt.Sprintf("%s on %s: %s", name, c, p))
 			}
 		}
 	}
-	// Each service and cluster says its own truth: back on what ran before, or not.
-	for _, name := range all {
+	return live, nil
+}
+
+// recordRollback writes the rollback's truth: each service and cluster back on what ran
+// before or failed, the outcome (rolled_back, or failed with what runs where), the timeline.
+func (r *release) recordRollback(ctx workflow.Context, reason string, kept []string, rb *rollbackResult, live InspectResult, inspectErr error) {
+	for _, name := range rb.all {
 		p := PhaseRolledBack
 		for _, c := range sortedKeys(r.touched[name]) {
-			if bad[name][c] {
+			if rb.bad[name][c] {
 				p = PhaseFailed
 				r.clusterProgress(ctx, name, c, func(cp *ClusterProgress) { cp.Phase = PhaseFailed })
 			}
 		}
 		r.svcPhase(name, p)
 	}
-	if len(problems) > 0 {
+	if len(rb.problems) > 0 {
 		r.st.Outcome = OutcomeFailed
-		r.st.Reason = reason + "; rollback could not finish: " + strings.Join(problems, "; ")
-		if err == nil {
+		r.st.Reason = reason + "; rollback could not finish: " + strings.Join(rb.problems, "; ")
+		if inspectErr == nil {
 			r.st.Running = runningMap(live, r.plan.Changed())
 		} else {
 			r.st.Running = map[string]map[string][]string{}
-			for _, name := range all {
+			for _, name := range rb.all {
 				for _, c := range sortedKeys(r.touched[name]) {
 					if r.st.Running[c] == nil {
 						r.st.Running[c] = map[string][]string{}
 					}
-					r.st.Running[c][name] = []string{"unknown: " + errText(err)}
+					r.st.Running[c][name] = []string{"unknown: " + errText(inspectErr)}
 				}
 			}
 		}
-		r.event(ctx, PhaseRollingBack, "", "", "ROLLBACK INCOMPLETE: "+strings.Join(problems, "; "))
+		r.event(ctx, PhaseRollingBack, "", "", "ROLLBACK INCOMPLETE: "+strings.Join(rb.problems, "; "))
 		return
 	}
 	r.st.Outcome = OutcomeRolledBack
@@ -145,7 +172,7 @@ func (r *release) rollback(ctx workflow.Context) {
 	if len(kept) > 0 {
 		r.st.Reason += fmt.Sprintf(" (kept at their new version, rollback scope service: %s)", strings.Join(kept, ", "))
 	}
-	r.event(ctx, PhaseRollingBack, "", "", fmt.Sprintf("rolled back %s; checked: the previous version serves and no new replica is left", strings.Join(all, ", ")))
+	r.event(ctx, PhaseRollingBack, "", "", fmt.Sprintf("rolled back %s; checked: the previous version serves and no new replica is left", strings.Join(rb.all, ", ")))
 }
 
 func inLayers(layers [][]string, name string) bool {
