@@ -2,7 +2,7 @@ package main
 
 // The CLI commands that talk to the Slipway API (release, status, list, approve, abort, pause,
 // resume, rollback, plan, env). Each is built by a constructor so tests can build a fresh
-// command tree; init registers them on rootCmd.
+// command tree; newRootCmd adds them.
 
 import (
 	"context"
@@ -38,12 +38,6 @@ const (
 	// rollback that could not finish, which a pipeline must tell apart).
 	codeSLOMissed = 5
 )
-
-func init() {
-	for _, c := range apiCommands() {
-		rootCmd.AddCommand(c)
-	}
-}
 
 // apiCommands builds every API client command afresh.
 func apiCommands() []*cobra.Command {

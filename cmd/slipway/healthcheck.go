@@ -17,7 +17,7 @@ import (
 // healthcheck is `slipway healthcheck TARGET...`: the probe for HEALTHCHECK instructions and
 // Compose health checks in FROM scratch images, which have no curl or nc. Every target must
 // answer within the timeout, else the exit code is 1 and standard error says which one did not.
-func init() {
+func newHealthcheckCmd() *cobra.Command {
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "healthcheck TARGET...",
@@ -44,7 +44,7 @@ Meant for HEALTHCHECK in images without curl, e.g.
 		},
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "time each target has to answer")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 // probe checks one target; the error names the target.

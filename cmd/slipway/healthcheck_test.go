@@ -91,12 +91,14 @@ func TestHealthcheckCommandExitCode(t *testing.T) {
 	gone := "tcp://" + down.Addr().String()
 	_ = down.Close()
 
-	rootCmd.SetArgs([]string{"healthcheck", "--timeout", "2s", up})
-	if err := rootCmd.ExecuteContext(context.Background()); err != nil {
+	root := newRootCmd()
+	root.SetArgs([]string{"healthcheck", "--timeout", "2s", up})
+	if err := root.ExecuteContext(context.Background()); err != nil {
 		t.Fatalf("healthy target: %v", err)
 	}
-	rootCmd.SetArgs([]string{"healthcheck", "--timeout", "2s", up, gone})
-	err = rootCmd.ExecuteContext(context.Background())
+	root = newRootCmd()
+	root.SetArgs([]string{"healthcheck", "--timeout", "2s", up, gone})
+	err = root.ExecuteContext(context.Background())
 	ee, ok := err.(*exitError)
 	if !ok || ee.code != 1 {
 		t.Fatalf("one target down: err = %v, want exit code 1", err)

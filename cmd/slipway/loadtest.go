@@ -24,8 +24,6 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-func init() { rootCmd.AddCommand(newLoadTestCmd()) }
-
 // newLoadTestCmd builds `slipway loadtest` and its subcommands afresh.
 func newLoadTestCmd() *cobra.Command {
 	cmd := &cobra.Command{

@@ -1,6 +1,6 @@
 // Command slipway is Slipway's one binary: the embedded dev stack (dev), the worker, the HTTP
-// API, and the CLI that talks to it. Each subcommand lives in its own file and registers
-// itself on rootCmd in an init function.
+// API, and the CLI that talks to it. Each subcommand lives in its own file and is built by its
+// constructor (newDevCmd, newWorkerCmd, ...); newRootCmd assembles them.
 package main
 
 import (
@@ -14,22 +14,29 @@ import (
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
 var version = ""
 
-var rootCmd = &cobra.Command{
-	Use:           "slipway",
-	Short:         "Slipway: durable, canaried releases of Docker services",
-	SilenceUsage:  true,
-	SilenceErrors: true,
+// newRootCmd builds the whole command tree.
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "slipway",
+		Short:         "Slipway: durable, canaried releases of Docker services",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(newVersionCmd(), newDevCmd(), newWorkerCmd(), newAPICmd(), newValidateCmd(), newSchemaCmd(),
+		newHealthcheckCmd(), newProbeAgentCmd(), newLoadTestCmd(), newSchedulesCmd())
+	root.AddCommand(apiCommands()...)
+	return root
 }
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "version",
 		Short: "Print the build's version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), buildVersion())
 		},
-	})
+	}
 }
 
 func buildVersion() string {
@@ -56,7 +63,7 @@ func (e *exitError) Error() string {
 }
 
 func main() {
-	err := rootCmd.Execute()
+	err := newRootCmd().Execute()
 	if err == nil {
 		return
 	}

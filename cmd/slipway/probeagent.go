@@ -13,8 +13,8 @@ import (
 // slipway-probe binary sits beside it (dockerengine.ResolveAgent).
 var probeAgentArgs = []string{"probe-agent"}
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newProbeAgentCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:                "probe-agent",
 		Short:              "Slipway's prober (run by the worker inside probe containers)",
 		Hidden:             true,
@@ -25,7 +25,7 @@ func init() {
 			}
 			return nil
 		},
-	})
+	}
 }
 
 // newDialer is the worker's engine dialer: one Docker client per endpoint, and the probe

@@ -19,8 +19,6 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-func init() { rootCmd.AddCommand(newSchedulesCmd()) }
-
 // newSchedulesCmd builds `slipway schedules` and its subcommands afresh (tests build their
 // own tree).
 func newSchedulesCmd() *cobra.Command {

@@ -6,8 +6,8 @@ import (
 	"github.com/slipwayhq/slipway/spec"
 )
 
-func init() {
-	rootCmd.AddCommand(&cobra.Command{
+func newSchemaCmd() *cobra.Command {
+	return &cobra.Command{
 		Use:   "schema",
 		Short: "Print the JSON Schema of deployment spec files (for editors)",
 		Long: `Schema prints the JSON Schema (draft 2020-12) of a deployment spec, generated from the
@@ -24,5 +24,5 @@ Cross-field rules (unknown clusters, dependency cycles, cluster policies) are ch
 			_, err = cmd.OutOrStdout().Write(b)
 			return err
 		},
-	})
+	}
 }

@@ -71,7 +71,8 @@ func (f *workerFlags) options(warn io.Writer) worker.Options {
 	return o
 }
 
-func init() {
+// newDevCmd builds `slipway dev`: everything in one process.
+func newDevCmd() *cobra.Command {
 	var (
 		wf        workerFlags
 		dataDir   string
@@ -164,8 +165,11 @@ unfinished ones carry on.`,
 	dev.Flags().BoolVar(&tempOnly, "temporal-only", false, "run only the embedded Temporal server and Web UI (run `slipway worker` and `slipway api` beside it)")
 	api.register(dev, "127.0.0.1:8080", true)
 	wf.register(dev, "")
-	rootCmd.AddCommand(dev)
+	return dev
+}
 
+// newWorkerCmd builds `slipway worker`.
+func newWorkerCmd() *cobra.Command {
 	var (
 		wt  temporalFlags
 		wwf workerFlags
@@ -209,8 +213,11 @@ Run as many as you like.`,
 	}
 	wt.register(workerCmd)
 	wwf.register(workerCmd, activities.DefaultWorkerSecretsDir)
-	rootCmd.AddCommand(workerCmd)
+	return workerCmd
+}
 
+// newAPICmd builds `slipway api`.
+func newAPICmd() *cobra.Command {
 	var (
 		at   temporalFlags
 		aapi apiFlags
@@ -235,7 +242,7 @@ Run as many as you like.`,
 	at.register(apiCmd)
 	aapi.register(apiCmd, "0.0.0.0:8080", false)
 	apiCmd.Flags().StringVar(&aapi.uiURL, "ui-url", "", "base URL of the Temporal Web UI, for links in API answers")
-	rootCmd.AddCommand(apiCmd)
+	return apiCmd
 }
 
 // runWorkerAndAPI runs the worker (unless wf is nil) and the HTTP API until ctx ends, then

@@ -11,10 +11,6 @@ import (
 	"github.com/slipwayhq/slipway/spec"
 )
 
-func init() {
-	rootCmd.AddCommand(newValidateCmd())
-}
-
 func newValidateCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{

@@ -14,17 +14,12 @@ import (
 func runCLI(t *testing.T, stdin string, args ...string) (string, error) {
 	t.Helper()
 	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&out)
-	rootCmd.SetIn(strings.NewReader(stdin))
-	rootCmd.SetArgs(args)
-	t.Cleanup(func() {
-		rootCmd.SetOut(nil)
-		rootCmd.SetErr(nil)
-		rootCmd.SetIn(nil)
-		rootCmd.SetArgs(nil)
-	})
-	err := rootCmd.Execute()
+	root := newRootCmd() // a fresh tree: no flag value survives from another test
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetIn(strings.NewReader(stdin))
+	root.SetArgs(args)
+	err := root.Execute()
 	return out.String(), err
 }
 
