@@ -27,8 +27,10 @@ import (
 
 // Options tune the activities. Zero values take the defaults below.
 type Options struct {
-	// HeartbeatEvery is how often long activities heartbeat (default 2s; the SDK also
-	// throttles heartbeats to the heartbeat timeout).
+	// HeartbeatEvery is how often every activity heartbeats while it runs (default 1s; the
+	// worker sends at most one a second). The workflows' heartbeat timeout (2.5s) lets one
+	// heartbeat be late: a worker that dies is noticed within it, and the activity retried
+	// on another one.
 	HeartbeatEvery time.Duration
 	// DialTimeout bounds the TCP connect of one verification probe (default 1s): a replica
 	// that cannot be reached in that time counts as unreachable, not as slow. (A refused
@@ -46,9 +48,13 @@ type Options struct {
 	Secrets SecretSource
 }
 
+// DefaultHeartbeatEvery is the default of Options.HeartbeatEvery and
+// LoadTestOptions.HeartbeatEvery.
+const DefaultHeartbeatEvery = time.Second
+
 func (o Options) withDefaults() Options {
 	if o.HeartbeatEvery <= 0 {
-		o.HeartbeatEvery = 2 * time.Second
+		o.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	if o.DialTimeout <= 0 {
 		o.DialTimeout = time.Second
@@ -175,6 +181,22 @@ func startHeartbeat(ctx context.Context, every time.Duration, details any) *hear
 		}
 	}()
 	return h
+}
+
+// beat heartbeats without details every HeartbeatEvery until the returned function is
+// called: for an activity with no progress of its own to report (`defer a.beat(ctx)()` first
+// thing), so a worker that dies while it waits on an engine is noticed within the heartbeat
+// timeout. An activity that resumes from its heartbeat details uses startHeartbeat with them
+// instead: a heartbeat without details would erase them.
+func (a *Activities) beat(ctx context.Context) func() {
+	return startHeartbeat(ctx, a.opts.HeartbeatEvery, nil).close
+}
+
+// update replaces the details the next heartbeats carry, without heartbeating now.
+func (h *heartbeater) update(details any) {
+	h.mu.Lock()
+	h.details = details
+	h.mu.Unlock()
 }
 
 // set replaces the details and heartbeats them now.

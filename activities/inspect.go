@@ -20,6 +20,7 @@ func (a *Activities) Inspect(ctx context.Context, in workflows.InspectInput) (wo
 	if in.Environment == "" {
 		return workflows.InspectResult{}, badInput("inspect: no environment")
 	}
+	defer a.beat(ctx)()
 	want := map[string]bool{}
 	for _, s := range in.Services {
 		want[s] = true
@@ -106,6 +107,7 @@ func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys
 // cluster that needs it (nothing is ever pulled). Missing images are the result, not an
 // error: the workflow refuses the release naming all of them at once.
 func (a *Activities) CheckImages(ctx context.Context, in workflows.CheckImagesInput) (workflows.CheckImagesResult, error) {
+	defer a.beat(ctx)()
 	var (
 		mu  sync.Mutex
 		res workflows.CheckImagesResult
@@ -151,6 +153,7 @@ func (a *Activities) CheckImages(ctx context.Context, in workflows.CheckImagesIn
 
 // EnsureNetwork creates the environment's network on a cluster when it is missing.
 func (a *Activities) EnsureNetwork(ctx context.Context, in workflows.EnsureNetworkInput) error {
+	defer a.beat(ctx)()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return err

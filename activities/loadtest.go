@@ -52,7 +52,8 @@ type LoadTestOptions struct {
 	Networks []netip.Prefix
 	// DialTimeout bounds one TCP connect of the generator (default 2s).
 	DialTimeout time.Duration
-	// HeartbeatEvery is how often the generator and the scale steps heartbeat (default 2s).
+	// HeartbeatEvery is how often every load-test activity heartbeats while it runs, and the
+	// generator reports its progress (default 1s, see Options.HeartbeatEvery).
 	HeartbeatEvery time.Duration
 	// Client reaches Temporal for the previous-run lookup (default: the worker's own
 	// client, activity.GetClient).
@@ -79,7 +80,7 @@ func (o LoadTestOptions) withDefaults() LoadTestOptions {
 		o.DialTimeout = 2 * time.Second
 	}
 	if o.HeartbeatEvery <= 0 {
-		o.HeartbeatEvery = 2 * time.Second
+		o.HeartbeatEvery = DefaultHeartbeatEvery
 	}
 	return o
 }
@@ -137,6 +138,7 @@ func (a *LoadTestActivities) Prepare(ctx context.Context, in workflows.LoadTestP
 	if err := a.checkLimits(in.Rate, in.Duration); err != nil {
 		return out, err
 	}
+	defer a.base.beat(ctx)()
 	serving, err := a.serving(ctx, in.Environment, in.Service, in.Targets, in.Containers)
 	if err != nil {
 		return out, err
@@ -247,6 +249,7 @@ func ltMajority(cs []engine.Container) (string, int) {
 // name, comparable mode), other than in.Exclude, or nil. It reads the runs' memos through
 // visibility (search attributes kind, environment and service narrow the query).
 func (a *LoadTestActivities) Previous(ctx context.Context, in workflows.LoadTestPreviousInput) (*workflows.LoadTestSummary, error) {
+	defer a.base.beat(ctx)()
 	c := a.opts.Client
 	if c == nil {
 		if !activity.IsActivity(ctx) {

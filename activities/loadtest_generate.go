@@ -39,6 +39,8 @@ func (a *LoadTestActivities) Generate(ctx context.Context, in workflows.LoadTest
 	if len(in.Requests) == 0 {
 		in.Requests = []spec.Probe{{Path: spec.DefaultProbePath}}
 	}
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, workflows.LoadTestProgress{Phase: "starting"})
+	defer hb.close()
 	serving, err := a.serving(ctx, in.Environment, in.Service, in.Targets, in.Containers)
 	if err != nil {
 		return workflows.LoadTestMetrics{}, err
@@ -63,8 +65,6 @@ func (a *LoadTestActivities) Generate(ctx context.Context, in workflows.LoadTest
 		}
 		ls.Groups = append(ls.Groups, g)
 	}
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, workflows.LoadTestProgress{Phase: "starting"})
-	defer hb.close()
 	m, err := a.runLoad(ctx, ls, func(p workflows.LoadTestProgress) { hb.set(ctx, p) })
 	if err != nil {
 		if ctx.Err() != nil {

@@ -34,6 +34,9 @@ func (a *LoadTestActivities) ScaleOut(ctx context.Context, in workflows.LoadTest
 	if in.RunID == "" || in.Service.Name == "" || in.Factor < 1 {
 		return out, badInput("scale out needs a run id, a service and a factor ≥ 1 (got %q, %q, %d)", in.RunID, in.Service.Name, in.Factor)
 	}
+	var prog ltScaleProgress
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
+	defer hb.close()
 	e, err := a.base.dial(ctx, t)
 	if err != nil {
 		return out, err
@@ -109,9 +112,6 @@ func (a *LoadTestActivities) ScaleOut(ctx context.Context, in workflows.LoadTest
 	if deadline <= 0 {
 		deadline = defaultHealthDeadline
 	}
-	var prog ltScaleProgress
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
-	defer hb.close()
 	var mu sync.Mutex
 	errs := make([]error, len(specs))
 	var wg sync.WaitGroup
@@ -157,6 +157,8 @@ func (a *LoadTestActivities) ScaleIn(ctx context.Context, in workflows.LoadTestS
 		// Never sweep without a run id: it would match containers of no load test.
 		return out, badInput("scale in needs a run id and a service (got %q, %q)", in.RunID, in.Service.Name)
 	}
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, ltScaleProgress{})
+	defer hb.close()
 	e, err := a.base.dial(ctx, t)
 	if err != nil {
 		return out, err
@@ -179,8 +181,6 @@ func (a *LoadTestActivities) ScaleIn(ctx context.Context, in workflows.LoadTestS
 		}
 	}
 	out.Base = out.Total
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, ltScaleProgress{})
-	defer hb.close()
 	if err := a.base.detach(ctx, e, t, inTraffic); err != nil {
 		return out, err
 	}

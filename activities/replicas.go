@@ -122,6 +122,16 @@ func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplic
 	if len(in.Slots) == 0 {
 		return workflows.StartReplicasResult{}, badInput("start replicas of %s: no slots", in.Service.Name)
 	}
+	// Heartbeats from the start (the secrets and the engine can be slow), with what a
+	// previous attempt found healthy.
+	var prog startProgress
+	resume(ctx, &prog)
+	healthy := map[int]bool{}
+	for _, s := range prog.Healthy {
+		healthy[s] = true
+	}
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
+	defer hb.close()
 	specs, secretValues, err := a.containerSpecs(ctx, in.Target, in.Release, in.Role, in.Service, in.Slots)
 	if err != nil {
 		return workflows.StartReplicasResult{}, err
@@ -131,14 +141,6 @@ func (a *Activities) StartReplicas(ctx context.Context, in workflows.StartReplic
 	if err != nil {
 		return workflows.StartReplicasResult{}, err
 	}
-	var prog startProgress
-	resume(ctx, &prog)
-	healthy := map[int]bool{}
-	for _, s := range prog.Healthy {
-		healthy[s] = true
-	}
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
-	defer hb.close()
 
 	deadline := in.HealthDeadline
 	if deadline <= 0 {
@@ -206,6 +208,7 @@ func (a *Activities) SetTraffic(ctx context.Context, in workflows.SetTrafficInpu
 	if in.Service == "" {
 		return badInput("set traffic: no service")
 	}
+	defer a.beat(ctx)()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return err
@@ -238,6 +241,7 @@ func (a *Activities) detach(ctx context.Context, e engine.Engine, t workflows.Ta
 // (the engine port reports no exit code, so the time the engine took is the evidence).
 func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersInput) (workflows.StopReplicasResult, error) {
 	var res workflows.StopReplicasResult
+	defer a.beat(ctx)()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return res, err
@@ -256,8 +260,6 @@ func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersIn
 	for _, c := range live {
 		running[c.Name] = c.Running()
 	}
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, nil)
-	defer hb.close()
 	var mu sync.Mutex
 	err = each(in.Names, func(n string) error {
 		start := time.Now()
@@ -288,6 +290,7 @@ func (a *Activities) StopReplicas(ctx context.Context, in workflows.ContainersIn
 // to the environment network without the service alias, and waits until they are healthy,
 // in parallel; it does not put them in traffic (SetTraffic does).
 func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersInput) error {
+	defer a.beat(ctx)()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return err
@@ -296,8 +299,6 @@ func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersIn
 	if deadline <= 0 {
 		deadline = defaultHealthDeadline
 	}
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, nil)
-	defer hb.close()
 	return each(in.Names, func(n string) error {
 		if err := e.Start(ctx, n); err != nil {
 			return classify("start "+n, err)
@@ -326,6 +327,7 @@ func (a *Activities) StartStopped(ctx context.Context, in workflows.ContainersIn
 // of that service version on the cluster except Keep. A container in traffic is detached
 // first, so no request is routed to it while it dies. Removing what is gone is success.
 func (a *Activities) RemoveReplicas(ctx context.Context, in workflows.RemoveReplicasInput) error {
+	defer a.beat(ctx)()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return err

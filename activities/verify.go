@@ -216,6 +216,12 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	if len(v.Requests) == 0 {
 		return workflows.Verdict{}, badInput("verify %s: no requests", in.Service)
 	}
+	// Heartbeats from the start (the engine can be slow to answer), with the previous
+	// attempt's details until this one has its own.
+	var prev verifyProgress
+	resumed := resume(ctx, &prev)
+	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prev)
+	defer hb.close()
 	e, err := a.dial(ctx, in.Target)
 	if err != nil {
 		return workflows.Verdict{}, err
@@ -230,16 +236,14 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 		logInfo(ctx, "verification", "service", in.Service, "cluster", in.Target.Cluster, "stage", in.Stage, "result", verdict.Result, "reason", verdict.Reason, "probed_from", verdict.Evidence.ProbedFrom)
 		return verdict, nil
 	}
-	var prev verifyProgress
-	if resume(ctx, &prev) && prev.Fatal != "" {
+	if resumed && prev.Fatal != "" {
 		return finish(workflows.Verdict{Result: workflows.VerdictFailed, Reason: prev.Fatal, Evidence: workflows.Evidence{Targets: len(in.New), BaselineTargets: len(in.Baseline)}})
 	}
 	if len(in.New) == 0 {
 		return finish(workflows.Verdict{Result: workflows.VerdictInconclusive, Reason: "no new replica to verify"})
 	}
 	prog := verifyProgress{ProbedFrom: e.ProbeSite(at)}
-	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, prog)
-	defer hb.close()
+	hb.update(prog)
 
 	retries := in.HealthRetries
 	if retries <= 0 {

@@ -40,10 +40,6 @@ func (a *Activities) WatchReplicas(ctx context.Context, in workflows.WatchInput)
 	if in.Service == "" || in.Version == "" || in.Slots < 1 {
 		return workflows.WatchResult{}, badInput("watch replicas: need a service, a version and slots (got %q, %q, %d)", in.Service, in.Version, in.Slots)
 	}
-	e, err := a.dial(ctx, t)
-	if err != nil {
-		return workflows.WatchResult{}, err
-	}
 	since := in.Since
 	var prog watchProgress
 	if resume(ctx, &prog) && prog.Since.After(since) {
@@ -54,8 +50,13 @@ func (a *Activities) WatchReplicas(ctx context.Context, in workflows.WatchInput)
 	if mark.IsZero() {
 		mark = time.Now()
 	}
+	// Heartbeats from the start (the engine can be slow to answer).
 	hb := startHeartbeat(ctx, a.opts.HeartbeatEvery, watchProgress{Since: mark})
 	defer hb.close()
+	e, err := a.dial(ctx, t)
+	if err != nil {
+		return workflows.WatchResult{}, err
+	}
 	resumeAt := func() time.Time {
 		mu.Lock()
 		defer mu.Unlock()
