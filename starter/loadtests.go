@@ -284,6 +284,7 @@ func (s *Server) postLoadTest(c *gin.Context) {
 		// as existing rather than silently reused.
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		WorkflowRunTimeout:                       workflows.LoadTestRunTimeout(in),
+		WorkflowTaskTimeout:                      workflows.WorkflowTaskTimeout,
 		Memo:                                     map[string]any{"summary": fmt.Sprintf("load test %s, started by %s", in.Name(), actor)},
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet(workflows.KindLoadTest),

@@ -26,6 +26,7 @@ func (s *Server) runPlan(c *gin.Context, env *spec.Environment) (*workflows.Plan
 		ID:                       id,
 		TaskQueue:                s.cfg.TaskQueue,
 		WorkflowExecutionTimeout: s.cfg.PlanTimeout,
+		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 	}, workflows.PlanWorkflowName, *env)
 	if err != nil {

@@ -407,6 +407,7 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 		TaskQueue:                s.cfg.TaskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy: conflictPolicy,
+		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
 		Memo:                     map[string]any{memoRequestHash: reqHash, memoDescription: req.in.Description},
 		TypedSearchAttributes: temporal.NewSearchAttributes(
 			temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(env),

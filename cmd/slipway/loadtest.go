@@ -77,6 +77,7 @@ func newLoadTestRunCmd() *cobra.Command {
 			id := workflows.LoadTestWorkflowID(env.Environment, in.Test.Name, in.ID)
 			wr, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 				ID: id, TaskQueue: taskQueue, WorkflowRunTimeout: workflows.LoadTestRunTimeout(in),
+				WorkflowTaskTimeout:   workflows.WorkflowTaskTimeout,
 				WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 				TypedSearchAttributes: temporal.NewSearchAttributes(
 					temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet(workflows.KindLoadTest),
