@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/interceptor"
 	sdkworker "go.temporal.io/sdk/worker"
 
 	"github.com/slipwayhq/slipway/activities"
@@ -27,7 +28,16 @@ type Options struct {
 	Activities activities.Options
 	// LoadTests configures the load-test activities (rate and duration caps).
 	LoadTests activities.LoadTestOptions
+	// Interceptors wrap the worker's workflows and activities (tests use them).
+	Interceptors []interceptor.WorkerInterceptor
 }
+
+// StickyScheduleToStartTimeout is how long a workflow task waits for the worker that holds
+// the workflow in its cache before any worker may take it (the SDK's default is 5 s): after
+// that worker died, the release moves on another one within this. A live worker takes a
+// task for its cache within milliseconds (its sticky poll is always waiting); if it is too
+// busy, another worker replays the history, which costs milliseconds too.
+const StickyScheduleToStartTimeout = 500 * time.Millisecond
 
 // New returns a worker (not started) with every Slipway workflow and activity registered.
 // d opens the Docker engines of the clusters named in each release.
@@ -46,6 +56,11 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 		// health wait, a load test — within a second instead of several.
 		MaxHeartbeatThrottleInterval:     time.Second,
 		DefaultHeartbeatThrottleInterval: time.Second,
+		// A worker that dies is replaced within seconds: its activities' heartbeats stop
+		// (workflows' heartbeat timeout), its workflow tasks time out (workflows.WorkflowTaskTimeout),
+		// and the workflow tasks queued for its cache go to the others after this.
+		StickyScheduleToStartTimeout: StickyScheduleToStartTimeout,
+		Interceptors:                 opts.Interceptors,
 	})
 	if opts.LoadTests.Secrets == nil {
 		// The load test's scale-out starts replicas too: with the release's secrets.
