@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -138,50 +136,6 @@ func BenchmarkRollback(b *testing.B) {
 				b.ReportMetric(float64(manual.Milliseconds()), "ms-manual-switch")
 				b.ReportMetric(float64(back.Sub(failed))/float64(manual), "ratio-running")
 			}
-		}
-	}
-}
-
-// BenchmarkWorkerDeath (c): time from the SIGKILL of the worker in the middle of a rollout to
-// the release's next completed step under a new worker (started right after the kill). The
-// baseline is the time the same kind of step takes with a live worker: the interval between
-// two steps before the kill.
-func BenchmarkWorkerDeath(b *testing.B) {
-	for i := 0; i < b.N; i++ {
-		f := newFixture(b, 2)
-		f.seed("1.0.0")
-		child := f.startWorkerProcess()
-		run := f.release("death", workflows.ReleaseInput{Spec: f.spec("1.1.0")})
-		var before []workflows.Event
-		require.Eventually(b, func() bool {
-			st, err := f.status(run)
-			before = st.Events
-			return err == nil && len(st.Verdicts) >= 2 // canary and a's first batch verified
-		}, 2*time.Minute, 50*time.Millisecond)
-		require.NoError(b, child.Process.Signal(syscall.SIGKILL))
-		killed := time.Now()
-		_ = child.Wait()
-		f.startWorkerProcess()
-		var once sync.Once
-		var moved time.Duration
-		require.Eventually(b, func() bool {
-			st, err := f.status(run)
-			if err == nil && len(st.Events) > len(before) {
-				once.Do(func() { moved = time.Since(killed) })
-				return true
-			}
-			return false
-		}, 3*time.Minute, 50*time.Millisecond)
-		st := f.wait(run)
-		require.Equal(b, workflows.OutcomeSucceeded, st.Outcome, st.Reason)
-		var step time.Duration
-		if n := len(before); n >= 2 {
-			step = before[n-1].At.Sub(before[n-2].At)
-		}
-		b.ReportMetric(moved.Seconds(), "s-to-move-again")
-		b.ReportMetric(step.Seconds(), "s-per-step-live")
-		if step > 0 {
-			b.ReportMetric(float64(moved)/float64(step), "ratio")
 		}
 	}
 }

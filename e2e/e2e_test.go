@@ -58,7 +58,7 @@ func workerProcess(hostPort, queue string) int {
 	defer c.Close()
 	d := dockerengine.NewDialer(dockerengine.Options{})
 	defer d.Close()
-	w, err := worker.New(c, d, worker.Options{TaskQueue: queue, Identity: fmt.Sprintf("e2e-child-%d", os.Getpid())})
+	w, err := worker.New(c, d, worker.Options{TaskQueue: queue, Identity: workerIdentity(os.Getpid()), Interceptors: workerInterceptors()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker process:", err)
 		return 2
@@ -254,6 +254,7 @@ func (f *fixture) release(id string, in workflows.ReleaseInput) client.WorkflowR
 	in.ID, in.TriggeredBy = id, "e2e"
 	run, err := srv.Client().ExecuteWorkflow(ctxT(f.t, time.Minute), client.StartWorkflowOptions{
 		ID: workflows.ReleaseWorkflowID(f.env, id), TaskQueue: f.queue, WorkflowExecutionTimeout: 10 * time.Minute,
+		WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 	}, workflows.ReleaseWorkflowName, in)
 	require.NoError(f.t, err)
 	return run
