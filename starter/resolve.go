@@ -80,6 +80,9 @@ func (s *Server) resolve(c *gin.Context) {
 			err = h.Get(ctx, nil)
 		}
 		if err != nil {
+			if isNotFound(err) {
+				continue // the lock ended meanwhile: nothing left to free
+			}
 			writeProblem(c, s.updateError(c, lockID, workflows.UpdateResolve, err))
 			return
 		}

@@ -63,17 +63,21 @@ func ReleaseLock(ctx workflow.Context, in LockInput) (LockResult, error) {
 // any of services (empty: any release of the environment). The starter runs it before it
 // starts a release, to refuse an overlap with a 409 naming the release in flight.
 func InFlightQuery(environment string, services []string) string {
-	q := fmt.Sprintf("%s = 'release' AND %s = %s AND ExecutionStatus = 'Running'",
-		SAKind, SAEnvironment, quote(environment))
-	if len(services) > 0 {
-		s := uniqueSorted(services)
-		qs := make([]string, len(s))
-		for i, v := range s {
-			qs[i] = quote(v)
-		}
-		q += fmt.Sprintf(" AND %s IN (%s)", SAServices, strings.Join(qs, ", "))
+	return fmt.Sprintf("%s = 'release' AND %s = %s AND ExecutionStatus = 'Running'",
+		SAKind, SAEnvironment, quote(environment)) + servicesClause(services)
+}
+
+// servicesClause narrows a visibility query to runs of any of services (none: no clause).
+func servicesClause(services []string) string {
+	if len(services) == 0 {
+		return ""
 	}
-	return q
+	s := uniqueSorted(services)
+	qs := make([]string, len(s))
+	for i, v := range s {
+		qs[i] = quote(v)
+	}
+	return fmt.Sprintf(" AND %s IN (%s)", SAServices, strings.Join(qs, ", "))
 }
 
 func quote(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

@@ -217,12 +217,14 @@ func releaseFromState(ctx workflow.Context, rs RepairState) *release {
 	r.wid = rs.WorkflowID
 	r.st = rs.Status
 	r.plan = rs.Plan
+	//workflowcheck:ignore map order: fills maps
 	for svc, m := range rs.Touched {
 		for c := range m {
 			r.touch(svc, c)
 		}
 	}
 	copyNames := func(dst, src map[string]map[string][]string) {
+		//workflowcheck:ignore map order: copies maps
 		for svc, m := range src {
 			if dst[svc] == nil {
 				dst[svc] = map[string][]string{}
@@ -235,9 +237,11 @@ func releaseFromState(ctx workflow.Context, rs RepairState) *release {
 	copyNames(r.started, rs.Started)
 	copyNames(r.detached, rs.Detached)
 	copyNames(r.stopped, rs.Stopped)
+	//workflowcheck:ignore map order: copies a map
 	for k, v := range rs.Completed {
 		r.completed[k] = v
 	}
+	//workflowcheck:ignore map order: copies a map
 	for k, v := range rs.Failed {
 		r.failed[k] = v
 	}
@@ -273,6 +277,7 @@ const (
 	LockHeld             = "held"
 	LockRepairing        = "repairing"
 	LockHeldAfterFailure = "held_after_failure"
+	LockResolved         = "resolved" // an operator resolved it; it ends at once
 )
 
 // HoldInfo is why a lock stays held after its release ended (SignalHold).
@@ -331,8 +336,9 @@ func watchingLock(ctx workflow.Context, in LockInput) (LockResult, error) {
 		return LockResult{}, err
 	}
 	if err := workflow.SetUpdateHandlerWithOptions(ctx, UpdateResolve,
-		func(ctx workflow.Context, d Decision) error {
+		func(uctx workflow.Context, d Decision) error {
 			resolved = &d
+			st.State, st.Since = LockResolved, workflow.Now(uctx)
 			return nil
 		},
 		workflow.UpdateHandlerOptions{Validator: func(_ workflow.Context, d Decision) error {
@@ -353,7 +359,11 @@ func watchingLock(ctx workflow.Context, in LockInput) (LockResult, error) {
 			if !ch.Receive(gctx, &h) {
 				return
 			}
+			// The release is ending with this service left failed: held from now on (a
+			// release refused meanwhile names it), before the watch sees the release close.
 			st.Hold = &h
+			st.State, st.Since = LockHeldAfterFailure, workflow.Now(gctx)
+			lockPhase(gctx, LockHeldAfterFailure)
 		}
 	})
 
@@ -386,9 +396,12 @@ func watchingLock(ctx workflow.Context, in LockInput) (LockResult, error) {
 			}
 		}
 	})
-	if err := workflow.Await(ctx, func() bool { return end != nil }); err != nil {
+	if err := workflow.Await(ctx, func() bool { return end != nil || resolved != nil }); err != nil {
 		// Cancelled: the release freed its lock (its normal end).
 		return LockResult{Freed: "released"}, nil
+	}
+	if resolved != nil { // held after a failure (the release's hold) and resolved already
+		return LockResult{Freed: "resolved", ResolvedBy: resolved.Actor, Reason: resolved.Reason}, nil
 	}
 	dctx, _ := workflow.NewDisconnectedContext(ctx)
 	if st.Hold == nil && watchErr == nil {
@@ -411,9 +424,11 @@ func watchingLock(ctx workflow.Context, in LockInput) (LockResult, error) {
 	if st.Hold == nil {
 		st.Hold = &HoldInfo{Outcome: OutcomeFailed, Reason: "the lock could not watch its release: " + errText(watchErr)}
 	}
-	st.State = LockHeldAfterFailure
-	st.Since = workflow.Now(ctx)
-	lockPhase(ctx, LockHeldAfterFailure)
+	if st.State != LockHeldAfterFailure {
+		st.State = LockHeldAfterFailure
+		st.Since = workflow.Now(ctx)
+		lockPhase(ctx, LockHeldAfterFailure)
+	}
 	if err := workflow.Await(ctx, func() bool { return resolved != nil }); err != nil {
 		return LockResult{Freed: "cancelled", Reason: "the lock was cancelled from outside Slipway while held after a failure"}, nil
 	}
@@ -430,17 +445,8 @@ func lockPhase(ctx workflow.Context, state string) {
 // HeldLocksQuery is the visibility query for the locks of services in an environment held
 // after a failed rollback or repair.
 func HeldLocksQuery(environment string, services []string) string {
-	q := fmt.Sprintf("%s = '%s' AND %s = %s AND %s = '%s' AND ExecutionStatus = 'Running'",
-		SAKind, KindLock, SAEnvironment, quote(environment), SAPhase, LockHeldAfterFailure)
-	if len(services) > 0 {
-		s := uniqueSorted(services)
-		qs := make([]string, len(s))
-		for i, v := range s {
-			qs[i] = quote(v)
-		}
-		q += fmt.Sprintf(" AND %s IN (%s)", SAServices, strings.Join(qs, ", "))
-	}
-	return q
+	return fmt.Sprintf("%s = '%s' AND %s = %s AND %s = '%s' AND ExecutionStatus = 'Running'",
+		SAKind, KindLock, SAEnvironment, quote(environment), SAPhase, LockHeldAfterFailure) + servicesClause(services)
 }
 
 // serviceFailed reports whether a status leaves a service not put back (phase failed), or

@@ -18,30 +18,19 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// repairSpec is web with two replicas on two clusters (both on this machine's engine), a
-// canary and one replica per batch, so a release spends seconds in its rollout.
+// repairSpec is cliSpec's web with two replicas on two clusters (both on this machine's
+// engine), so a release spends seconds in its rollout.
 func repairSpec(env, version string, approval bool) string {
-	s := fmt.Sprintf(`environment: %s
-clusters:
-  - name: c1
-  - name: c2
-defaults:
-  replicas: 2
-  health: {interval: 500ms, timeout: 1s, retries: 3, deadline: 15s}
-  canary: {replicas: 1, soak: 1s}
-  rollout: {batch_size: 1}
-  verification: {interval: 100ms, duration: 2s, min_samples: 5, max_error_rate: 0.05, bake: 1s}
-services:
-  - name: web
-    image: slipway/demo
-    version: %s
-    port: 8080
-    health: {http_path: /healthz}
-    verification:
-      requests: [{path: /, expect_status: 200}]
-`, env, version)
-	if approval {
-		s += "    canary: {replicas: 1, soak: 1s, approval: {required: true, timeout: 10m}}\n"
+	s := cliSpec(env, version, approval)
+	for _, r := range [][2]string{
+		{"  - name: c1\n", "  - name: c1\n  - name: c2\n"},
+		{"  replicas: 1\n", "  replicas: 2\n"},
+		{"duration: 1s, min_samples: 5, max_error_rate: 0.05}", "duration: 2s, min_samples: 5, max_error_rate: 0.05, bake: 1s}"},
+	} {
+		if !strings.Contains(s, r[0]) {
+			panic("cliSpec changed: " + r[0])
+		}
+		s = strings.Replace(s, r[0], r[1], 1)
 	}
 	return s
 }
@@ -264,8 +253,8 @@ func TestFailedRollbackKeepsTheServiceLocked(t *testing.T) {
 	if code != codeSucceeded || !strings.Contains(out, workflows.LockWorkflowID(env, "web")) || !strings.Contains(out, "resolved by ci: restarted 1.0.0 by hand") {
 		t.Fatalf("resolve: exit %d\n%s\n%s", code, out, errOut)
 	}
-	if code, _, errOut = s.run(t, "resolve", id, "--reason", "again"); code != codeError || !strings.Contains(errOut, "holds no lock") {
-		t.Fatalf("second resolve: exit %d\n%s", code, errOut)
+	if code, out2, errOut := s.run(t, "resolve", id, "--reason", "again"); code != codeError || !strings.Contains(errOut, "holds no lock") {
+		t.Fatalf("second resolve: exit %d\n%s\n%s\nfirst: %s", code, out2, errOut, out)
 	}
 	// The audit: the lock's history records the resolve update with the actor and reason.
 	h := s.srv.Client().GetWorkflowHistory(ctx, workflows.LockWorkflowID(env, "web"), "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
