@@ -39,7 +39,7 @@ type slowClient struct {
 	wait time.Duration
 }
 
-func (c slowClient) ListWorkflow(ctx context.Context, _ *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error) {
+func (c slowClient) ListWorkflow(_ context.Context, _ *workflowservice.ListWorkflowExecutionsRequest) (*workflowservice.ListWorkflowExecutionsResponse, error) {
 	time.Sleep(c.wait)
 	return nil, context.DeadlineExceeded
 }

@@ -98,7 +98,7 @@ func TestVerdictOfMeasurements(t *testing.T) {
 	pol := policyOf(spec.Verification{MinSamples: 700, MaxErrorRate: 0.01, MaxLatencyRatio: 1.5, Confidence: 0.999}, 25*time.Millisecond)
 	rng := rand.New(rand.NewPCG(1, 2))
 	lat := func() float64 { return 5 + rng.Float64()*5 }
-	good := func(kind streamKind, _, _ int) probe.Result { return ok(200, lat()) }
+	good := func(_ streamKind, _, _ int) probe.Result { return ok(200, lat()) }
 	errorsOnCanary := func(rate float64) func(streamKind, int, int) probe.Result {
 		return func(kind streamKind, _, _ int) probe.Result {
 			if kind == streamNew && rng.Float64() < rate {

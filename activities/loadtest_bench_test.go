@@ -50,7 +50,7 @@ func BenchmarkLoadGen(b *testing.B) {
 	testenv.DemoImages(b)
 	env := testenv.UniqueEnv(b)
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	b.Cleanup(func() { d.Close() })
+	b.Cleanup(func() { _ = d.Close() })
 	tgt, _ := ltDeploy(b, d, env, "1.0.0", 1)
 	e, err := d.Dial(context.Background(), tgt.EngineEndpoint())
 	if err != nil {

@@ -237,7 +237,7 @@ func (a *LoadTestActivities) runLoad(ctx context.Context, ls loadSpec, progress 
 		case <-ctx.Done():
 			stop()
 			for ; running > 0; running-- {
-				<-errc
+				_ = <-errc // stopped by the cancel: ctx.Err() is the error
 			}
 			return workflows.LoadTestMetrics{}, ctx.Err()
 		}

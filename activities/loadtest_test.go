@@ -51,7 +51,7 @@ func ltDeployOn(t testing.TB, d engine.Dialer, env, endpoint, tag string, n int)
 			t.Errorf("cleanup: %v", err)
 			return
 		}
-		defer e.Close()
+		defer func() { _ = e.Close() }()
 		list, err := e.List(ctx, engine.Selector{Environment: env})
 		if err != nil {
 			t.Errorf("cleanup: list: %v", err)
@@ -102,7 +102,7 @@ func TestLoadTestScaleOutLoadScaleIn(t *testing.T) {
 	testenv.DemoImages(t)
 	env := testenv.UniqueEnv(t)
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(func() { _ = d.Close() })
 	tgt, svc := ltDeploy(t, d, env, "1.0.0", 1)
 	a := NewLoadTest(d, LoadTestOptions{HeartbeatEvery: 200 * time.Millisecond})
 	ctx := ltCtx(t, 2*time.Minute)
@@ -179,7 +179,7 @@ func TestLoadTestOnAnIsolatedEngine(t *testing.T) {
 	testenv.DemoImages(t)
 	env := testenv.UniqueEnv(t)
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(func() { _ = d.Close() })
 	tgt, _ := ltDeployOn(t, d, env, testenv.IsolatedDaemon(t), "1.0.0", 2)
 	e, err := d.Dial(context.Background(), tgt.EngineEndpoint())
 	if err != nil {
@@ -217,7 +217,7 @@ func TestLoadTestPrepareRefusals(t *testing.T) {
 	testenv.DemoImages(t)
 	env := testenv.UniqueEnv(t)
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	t.Cleanup(func() { d.Close() })
+	t.Cleanup(func() { _ = d.Close() })
 	a := NewLoadTest(d, LoadTestOptions{MaxRate: 1000, MaxDuration: time.Minute})
 	ctx := ltCtx(t, time.Minute)
 	tgt := workflows.Target{Environment: env, Cluster: "a"}
@@ -311,7 +311,7 @@ func TestGeneratorDialsOnlyReplicas(t *testing.T) {
 	if err != nil {
 		t.Skipf("no 127.0.0.2 on this machine: %v", err)
 	}
-	other := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { elsewhere.Add(1) })}}
+	other := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(http.ResponseWriter, *http.Request) { elsewhere.Add(1) })}}
 	other.Start()
 	t.Cleanup(other.Close)
 	replica := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -354,7 +354,7 @@ func TestGeneratorDialsOnlyReplicas(t *testing.T) {
 }
 
 func TestGeneratorStopsOnCancel(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	t.Cleanup(srv.Close)
 	a := NewLoadTest(nil, LoadTestOptions{HeartbeatEvery: 50 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -86,7 +86,7 @@ func (d dirSecrets) Lookup(ctx context.Context, name string) (string, error) {
 	case err != nil:
 		return "", fmt.Errorf("open %s: %w", p, err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: a failed close loses nothing
 	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("stat %s: %w", p, err)

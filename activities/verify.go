@@ -338,7 +338,7 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	for running := true; running; {
 		select {
 		case <-ctx.Done():
-			<-probeDone
+			_ = <-probeDone // the probes end with ctx: ctx.Err() is the error
 			return workflows.Verdict{}, ctx.Err()
 		case probeErr = <-probeDone:
 			running = false
@@ -352,7 +352,7 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 				continue
 			}
 			stopProbes()
-			<-probeDone
+			_ = <-probeDone // stopped just above: the list error is the one to report
 			return workflows.Verdict{}, classify("list "+in.Service+" "+where, err)
 		}
 		byName := map[string]engine.Container{}
@@ -385,7 +385,8 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 		hb.set(ctx, snap)
 		if snap.Fatal != "" || early != nil {
 			stopProbes() // decided: no need to measure on
-			<-probeDone
+			// Their error is that stop: what they measured is in m.
+			_ = <-probeDone
 			running = false
 		}
 	}

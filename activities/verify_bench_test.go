@@ -24,7 +24,7 @@ func BenchmarkVerifyEngineVsDirect(b *testing.B) {
 	testenv.DemoImages(b)
 	env := testenv.UniqueEnv(b)
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	b.Cleanup(func() { d.Close() })
+	b.Cleanup(func() { _ = d.Close() })
 	tgt, stableSvc := ltDeploy(b, d, env, "1.0.0", 2)
 	a := New(d, Options{})
 	canarySvc := stableSvc

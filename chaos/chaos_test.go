@@ -577,7 +577,7 @@ func (h *harness) restart(p *proc) {
 
 // everyoneUp restarts any process still down (the final checks need the workers: locks end
 // through them).
-func (h *harness) everyoneUp(ctx context.Context) {
+func (h *harness) everyoneUp(_ context.Context) {
 	for _, p := range append(append([]*proc{}, h.workers...), h.apis...) {
 		if !p.running() {
 			h.restart(p)

@@ -49,7 +49,7 @@ func freePort(t *testing.T) int {
 	if err != nil {
 		t.Fatalf("free port: %v", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }() // only finding a free port
 	return l.Addr().(*net.TCPAddr).Port
 }
 
@@ -87,7 +87,7 @@ func (p *proc) start(ctx context.Context) error {
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		f.Close()
+		_ = f.Close() // nothing was written since the header line
 		p.mu.Unlock()
 		return fmt.Errorf("start %s: %w", p.name, err)
 	}
@@ -97,7 +97,7 @@ func (p *proc) start(ctx context.Context) error {
 	p.mu.Unlock()
 	go func() {
 		_ = cmd.Wait()
-		f.Close()
+		_ = f.Close() // the process wrote through its own descriptor; it is gone
 		p.mu.Lock()
 		if p.cmd == cmd {
 			p.cmd = nil
@@ -172,12 +172,12 @@ func httpReady(url string) func(ctx context.Context) error {
 // logReady is a ready check: the process's log has a line containing marker after its
 // latest start.
 func logReady(p *proc, marker string) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
+	return func(context.Context) error {
 		f, err := os.Open(p.log)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer func() { _ = f.Close() }() // opened read-only
 		p.mu.Lock()
 		want := "===== " + p.name + " start " + strconv.Itoa(p.starts) + " "
 		p.mu.Unlock()

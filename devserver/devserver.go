@@ -350,6 +350,7 @@ func freePort(ip string) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	port := l.Addr().(*net.TCPAddr).Port
+	_ = l.Close() // it only found a free port
+	return port, nil
 }

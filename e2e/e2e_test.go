@@ -57,7 +57,7 @@ func workerProcess(hostPort, queue string) int {
 	}
 	defer c.Close()
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	defer d.Close()
+	defer func() { _ = d.Close() }() // on the way out: only idle Docker connections to drop
 	w, err := worker.New(c, d, worker.Options{TaskQueue: queue, Identity: workerIdentity(os.Getpid()), Interceptors: workerInterceptors()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "worker process:", err)

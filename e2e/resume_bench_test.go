@@ -223,7 +223,7 @@ func (f *fixture) startKillableWorker(p killPoint, token, dir string, kills chan
 	require.NoError(f.t, cmd.Start())
 	_ = w.Close()
 	go func() {
-		defer r.Close()
+		defer func() { _ = r.Close() }() // the read end of the pipe
 		sc := bufio.NewScanner(r)
 		for sc.Scan() {
 			var n killNotice

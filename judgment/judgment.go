@@ -143,8 +143,10 @@ func (p Policy) WithDefaults() Policy {
 // Validate reports the fields of p (after WithDefaults) that are out of
 // range. Compare, Absolute and Early apply WithDefaults themselves and
 // answer inconclusive for a policy that does not validate.
-func (p Policy) Validate() error {
-	p = p.WithDefaults()
+func (p Policy) Validate() error { return p.WithDefaults().validate() }
+
+// validate reports the fields of p, defaults applied, that are out of range.
+func (p Policy) validate() error {
 	var errs []error
 	bad := func(field string, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))

@@ -43,13 +43,16 @@ func DecodeJob(arg string) (Job, error) {
 // bad job exits 2 with the reason on stderr. It is what cmd/slipway-probe runs, and what
 // `slipway probe-agent` runs when the worker uses its own binary as the agent.
 func Main(args []string, stdout, stderr io.Writer) int {
+	// stderr is where the agent tells why it failed: a write that fails there has nowhere
+	// else to go, and the exit code still says it.
+	complain := func(a ...any) { _, _ = fmt.Fprintln(stderr, a...) }
 	if len(args) != 2 || args[0] != "run" {
-		fmt.Fprintln(stderr, "usage: slipway-probe run <job>   (Slipway's prober; the worker starts it)")
+		complain("usage: slipway-probe run <job>   (Slipway's prober; the worker starts it)")
 		return 2
 	}
 	j, err := DecodeJob(args[1])
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		complain(err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -67,11 +70,11 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		}
 	})
 	if werr != nil {
-		fmt.Fprintln(stderr, "probe: writing results:", werr)
+		complain("probe: writing results:", werr)
 		return 1
 	}
 	if err != nil && ctx.Err() == nil {
-		fmt.Fprintln(stderr, "probe:", err)
+		complain("probe:", err)
 		return 1
 	}
 	return 0

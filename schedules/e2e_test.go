@@ -39,7 +39,7 @@ func startWorker(t *testing.T, c client.Client, queue string) *dockerengine.Dial
 	}
 	t.Cleanup(func() {
 		w.Stop()
-		d.Close()
+		_ = d.Close()
 	})
 	return d
 }
@@ -58,7 +58,7 @@ func deploy(t *testing.T, d engine.Dialer, env *spec.Environment) {
 			t.Errorf("cleanup: %v", err)
 			return
 		}
-		defer e.Close()
+		defer func() { _ = e.Close() }()
 		list, err := e.List(ctx, engine.Selector{Environment: env.Environment})
 		if err != nil {
 			t.Errorf("cleanup: %v", err)

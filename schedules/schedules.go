@@ -190,7 +190,7 @@ func SyncWith(ctx context.Context, c client.Client, env *spec.Environment, opts 
 		default:
 			ch.Action = Updated
 			if !opts.DryRun {
-				if err := update(ctx, h, env.Environment, d, opts.TaskQueue); err != nil {
+				if err := update(ctx, h, d, opts.TaskQueue); err != nil {
 					errs = append(errs, fmt.Errorf("update schedule %s: %w", d.ID, err))
 					continue
 				}
@@ -266,7 +266,7 @@ func options(env string, d Desired, taskQueue string) client.ScheduleOptions {
 }
 
 // update replaces the schedule's calendar, action and policies; a pause set by hand stays.
-func update(ctx context.Context, h client.ScheduleHandle, env string, d Desired, taskQueue string) error {
+func update(ctx context.Context, h client.ScheduleHandle, d Desired, taskQueue string) error {
 	return h.Update(ctx, client.ScheduleUpdateOptions{
 		DoUpdate: func(in client.ScheduleUpdateInput) (*client.ScheduleUpdate, error) {
 			s := in.Description.Schedule

@@ -46,7 +46,7 @@ func Load(path string) (*Environment, error) {
 	if err != nil {
 		return nil, Errors{{File: path, Message: err.Error(), Err: err}}
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // opened read-only: a failed close loses nothing
 	data, err := io.ReadAll(io.LimitReader(f, MaxSpecBytes+1))
 	if err != nil {
 		return nil, Errors{{File: path, Message: fmt.Sprintf("reading: %v", err), Err: err}}

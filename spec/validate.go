@@ -467,12 +467,12 @@ func (v *validator) service(env *Environment, i int, clusters, services, loadTes
 		if len(s.Mounts) > 0 && !cl.Policy.AllowHostMounts {
 			v.errorf(p+".mounts", "service %q may not mount host paths on cluster %q: its policy does not set allow_host_mounts", s.Name, c)
 		}
-		if max := cl.Policy.MaxReplicas; max > 0 {
-			if replicas > max {
-				v.errorAt(p+".replicas", replicasAt, "%d replicas exceed cluster %q's policy.max_replicas %d", replicas, c, max)
+		if limit := cl.Policy.MaxReplicas; limit > 0 {
+			if replicas > limit {
+				v.errorAt(p+".replicas", replicasAt, "%d replicas exceed cluster %q's policy.max_replicas %d", replicas, c, limit)
 			}
-			if canaryReplicas > max {
-				v.errorAt(p+".canary.replicas", canaryAt, "%d canary replicas exceed cluster %q's policy.max_replicas %d", canaryReplicas, c, max)
+			if canaryReplicas > limit {
+				v.errorAt(p+".canary.replicas", canaryAt, "%d canary replicas exceed cluster %q's policy.max_replicas %d", canaryReplicas, c, limit)
 			}
 		}
 	}
@@ -519,8 +519,8 @@ func (s *Service) healthPath(env *Environment, p string) (string, string) {
 }
 
 func (v *validator) image(p, image, version string) {
-	switch {
-	case image == "":
+	switch image {
+	case "":
 		v.errorf(p+".image", "image is required (a repository such as registry.example.com/shop/cart)")
 	default:
 		named, err := reference.ParseNormalizedNamed(image)

@@ -42,7 +42,7 @@ func (s *Server) readyz(c *gin.Context) {
 	go func() {
 		defer wg.Done()
 		if _, err := s.tc.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
-			set("temporal", fmt.Errorf("Temporal does not answer: %w", err))
+			set("temporal", fmt.Errorf("Temporal does not answer: %w", err)) //nolint:staticcheck // ST1005: "Temporal" is a name; /readyz shows this text as is
 			set("worker", fmt.Errorf("unknown: Temporal does not answer"))
 			return
 		}

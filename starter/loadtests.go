@@ -397,11 +397,10 @@ func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*Lo
 	defer cancel()
 	var res workflows.LoadTestResult
 	err = s.tc.GetWorkflow(rctx, id, run.RunID).Get(rctx, &res)
-	switch {
-	case err == nil:
+	if err == nil {
 		run.Result, run.Test, run.Phase = &res, res.Test, workflows.LoadTestPhaseDone
 		run.Outcome, run.Message = string(res.Outcome), res.Reason
-	default:
+	} else {
 		run.Error = err.Error()
 		var ae *temporal.ApplicationError
 		if errors.As(err, &ae) {

@@ -40,7 +40,7 @@ func ltAPI(t *testing.T) *api {
 	if err := w.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { w.Stop(); d.Close() })
+	t.Cleanup(func() { w.Stop(); _ = d.Close() })
 	dir := t.TempDir()
 	s, err := starter.New(starter.Config{
 		Client: ts.Client(), Namespace: ts.Namespace(), TaskQueue: queue, DeploymentsDir: dir, Tokens: testTokens(t),

@@ -3,7 +3,6 @@ package workflows
 import (
 	"fmt"
 	"slices"
-	"sort"
 	"time"
 
 	"github.com/slipwayhq/slipway/engine"
@@ -442,11 +441,4 @@ type LoadTestStatus struct {
 	Phase   LoadTestPhase  `json:"phase"`
 	Message string         `json:"message,omitempty"`
 	Result  LoadTestResult `json:"result"`
-}
-
-// ltSorted returns a sorted copy.
-func ltSorted(in []string) []string {
-	out := append([]string(nil), in...)
-	sort.Strings(out)
-	return out
 }

@@ -87,7 +87,7 @@ func TestReleaseSecretMissingIsNotRetried(t *testing.T) {
 	attempts := 0
 	st, _ := run(t, w, ReleaseInput{Spec: secretSpec(t, "1.1.0")}, func(env *testsuite.TestWorkflowEnvironment) {
 		env.OnActivity(ActivityStartReplicas, mock.Anything, mock.Anything).Return(
-			func(_ context.Context, in StartReplicasInput) (StartReplicasResult, error) {
+			func(context.Context, StartReplicasInput) (StartReplicasResult, error) {
 				attempts++
 				// Retryable on purpose: the policy's NonRetryableErrorTypes must stop it.
 				return StartReplicasResult{}, temporal.NewApplicationError(

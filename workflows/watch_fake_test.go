@@ -22,7 +22,6 @@ type fakeWatch struct {
 	returned  []string      // "<cluster> <service> <version>: <event>" or ": window"
 	inputs    []WatchInput  // of the watches that returned, in order
 	results   []WatchResult // what they returned
-	cancelled int           // watches cancelled (testsuite: by the cancel listener a test installs)
 }
 
 // watchScript is one bad event the engine of cluster reports for the new replicas of

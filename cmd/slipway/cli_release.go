@@ -121,7 +121,7 @@ func readSpec(file string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("spec: %w", err)
 	}
-	defer fh.Close()
+	defer func() { _ = fh.Close() }() // opened read-only: a failed close loses nothing
 	data, err := readAllLimited(fh)
 	if err != nil {
 		return nil, fmt.Errorf("spec %s: %w", file, err)

@@ -212,7 +212,7 @@ func ltCLIDeploy(t *testing.T, d engine.Dialer, e *spec.Environment) {
 			t.Errorf("cleanup: %v", err)
 			return
 		}
-		defer eng.Close()
+		defer func() { _ = eng.Close() }()
 		list, _ := eng.List(ctx, engine.Selector{Environment: e.Environment})
 		for _, c := range list {
 			if err := eng.Remove(ctx, c.Name); err != nil {

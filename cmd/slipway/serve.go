@@ -197,7 +197,7 @@ Run as many as you like.`,
 			if err != nil {
 				return err
 			}
-			defer d.Close()
+			defer func() { _ = d.Close() }() // on the way out: only idle Docker connections to drop
 			w, err := worker.New(c, d, wwf.options(cmd.ErrOrStderr()))
 			if err != nil {
 				return err
@@ -256,7 +256,7 @@ func runWorkerAndAPI(ctx context.Context, c client.Client, namespace string, f *
 	if err != nil {
 		return err
 	}
-	defer d.Close()
+	defer func() { _ = d.Close() }() // on the way out: only idle Docker connections to drop
 	var w sdkworker.Worker
 	if wf != nil {
 		var err error

@@ -39,7 +39,7 @@ func freePort(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 }
 
@@ -96,7 +96,7 @@ func launch(t *testing.T, bin, port string, extra ...string) *proc {
 		t.Fatal(err)
 	}
 	go func() { p.done <- p.cmd.Wait() }()
-	t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.done })
+	t.Cleanup(func() { _ = p.cmd.Process.Kill(); _ = <-p.done }) // killed: its exit error says so
 	return p
 }
 

@@ -285,18 +285,19 @@ func (s *server) starting() bool {
 // healthz answers 503 while DEMO_START_DELAY has not passed, 200 until DEMO_FAIL_HEALTH_AFTER
 // has passed since start, 503 afterwards.
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	// The status is the answer; a body that cannot be written means the client left.
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if s.starting() {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "starting: DEMO_START_DELAY=%s has not passed\n", s.cfg.StartDelay)
+		_, _ = fmt.Fprintf(w, "starting: DEMO_START_DELAY=%s has not passed\n", s.cfg.StartDelay)
 		return
 	}
 	if s.cfg.FailHealthAfter > 0 && s.now().Sub(s.started) >= s.cfg.FailHealthAfter {
 		w.WriteHeader(http.StatusServiceUnavailable)
-		fmt.Fprintf(w, "unhealthy: DEMO_FAIL_HEALTH_AFTER=%s has passed\n", s.cfg.FailHealthAfter)
+		_, _ = fmt.Fprintf(w, "unhealthy: DEMO_FAIL_HEALTH_AFTER=%s has passed\n", s.cfg.FailHealthAfter)
 		return
 	}
-	fmt.Fprintln(w, "ok")
+	_, _ = fmt.Fprintln(w, "ok")
 }
 
 // appHandler serves a route but /healthz; failure is the reason of an injected 500, or "".

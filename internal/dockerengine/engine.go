@@ -283,7 +283,7 @@ func (e *Engine) Ensure(ctx context.Context, spec engine.ContainerSpec) (engine.
 		}
 	}
 	// No probe: a container that has just started is not worth one; WaitHealthy judges.
-	return e.toContainer(ctx, c, false), nil
+	return e.toContainer(c), nil
 }
 
 func validateSpec(s engine.ContainerSpec) error {
@@ -693,7 +693,7 @@ func (e *Engine) List(ctx context.Context, sel engine.Selector) ([]engine.Contai
 				errs[i] = err
 				return
 			}
-			out[i], found[i] = e.toContainer(ctx, c, true), true
+			out[i], found[i] = e.toContainer(c), true
 		}()
 	}
 	wg.Wait()
@@ -710,9 +710,8 @@ func (e *Engine) List(ctx context.Context, sel engine.Selector) ([]engine.Contai
 	return list, nil
 }
 
-// toContainer converts an inspect result; with probe, an HTTP-checked running container is
-// probed once for its health.
-func (e *Engine) toContainer(ctx context.Context, c container.InspectResponse, probe bool) engine.Container {
+// toContainer converts an inspect result.
+func (e *Engine) toContainer(c container.InspectResponse) engine.Container {
 	var labels map[string]string
 	if c.Config != nil {
 		labels = c.Config.Labels

@@ -146,7 +146,7 @@ func TestEnsureConcurrently(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer own.Close()
+			t.Cleanup(func() { _ = own.Close() })
 			e = own
 		}
 		wg.Add(1)
@@ -605,7 +605,7 @@ func TestUnavailable(t *testing.T) {
 	hosts := deadHosts(t)
 
 	d := NewDialer(Options{CallTimeout: 500 * time.Millisecond, PingTimeout: 500 * time.Millisecond})
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	for _, host := range hosts {
 		t.Run(host, func(t *testing.T) {
 			eng, err := d.Dial(context.Background(), engine.Endpoint{Cluster: "down", Host: host})
@@ -632,7 +632,7 @@ func TestUnavailable(t *testing.T) {
 func TestDialRejectsBadEndpoints(t *testing.T) {
 	t.Parallel()
 	d := NewDialer(Options{})
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	_, err := d.Dial(context.Background(), engine.Endpoint{Host: "not a url"})
 	wantKind(t, err, engine.KindInvalid)
 	missing := filepath.Join(t.TempDir(), "ca.pem")

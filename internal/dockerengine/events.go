@@ -111,14 +111,14 @@ func (e *Engine) toEvent(ctx context.Context, m events.Message) (engine.Event, b
 		return engine.Event{}, false
 	}
 	var action engine.EventAction
-	switch {
-	case m.Action == events.ActionDie:
+	switch m.Action {
+	case events.ActionDie:
 		action = engine.EventDie
-	case m.Action == events.ActionOOM:
+	case events.ActionOOM:
 		action = engine.EventOOM
-	case m.Action == events.ActionRestart:
+	case events.ActionRestart:
 		action = engine.EventRestart
-	case m.Action == events.ActionHealthStatusUnhealthy:
+	case events.ActionHealthStatusUnhealthy:
 		action = engine.EventUnhealthy
 	default: // health_status: healthy / starting / running…
 		return engine.Event{}, false

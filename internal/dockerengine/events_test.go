@@ -32,7 +32,7 @@ func watchEvents(t *testing.T, e *Engine, sel engine.Selector, since time.Time) 
 			l.mu.Unlock()
 		})
 	}()
-	t.Cleanup(func() { l.stop() })
+	t.Cleanup(func() { _ = l.stop() }) // tests that check the stop call it themselves
 	return l
 }
 
@@ -173,7 +173,7 @@ func TestEventsUnavailable(t *testing.T) {
 	t.Parallel()
 	hosts := deadHosts(t)
 	d := NewDialer(Options{CallTimeout: 500 * time.Millisecond, PingTimeout: 500 * time.Millisecond})
-	defer d.Close()
+	defer func() { _ = d.Close() }()
 	for _, host := range hosts {
 		t.Run(host, func(t *testing.T) {
 			eng, err := d.Dial(context.Background(), engine.Endpoint{Cluster: "down", Host: host})

@@ -166,7 +166,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 		// Nothing of the wait outlives it: the probe container is gone when it returns.
 		stopProbe()
 		if probing {
-			<-probeErr
+			_ = <-probeErr // stopped just above: its error is that stop
 		}
 	}()
 	startProbe := func(c container.InspectResponse) {
@@ -208,11 +208,11 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 				why += ", no probe answered"
 			}
 			why += ")"
-			return e.toContainer(ctx, c, false), e.unhealthy(ctx, op, c.ID, fmt.Errorf("%s: %w", why, ctx.Err()))
+			return e.toContainer(c), e.unhealthy(ctx, op, c.ID, fmt.Errorf("%s: %w", why, ctx.Err()))
 		case r := <-results:
 			probes++
 			if ok, why := healthy(r); ok {
-				out := e.toContainer(ctx, c, false)
+				out := e.toContainer(c)
 				out.Health = engine.HealthHealthy
 				return out, nil
 			} else {
@@ -256,7 +256,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 			if st.Status == container.StateCreated {
 				why = "container was created but never started"
 			}
-			return e.toContainer(ctx, c, false), e.unhealthy(ctx, op, c.ID, errors.New(why))
+			return e.toContainer(c), e.unhealthy(ctx, op, c.ID, errors.New(why))
 		}
 		if probeFailed != nil {
 			return engine.Container{}, probeFailed
@@ -275,7 +275,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 		case healthNone:
 			settle := max(e.opts.SettleTime, h.startPeriod)
 			if time.Since(runningSince) >= settle {
-				out := e.toContainer(ctx, c, false)
+				out := e.toContainer(c)
 				out.Health = engine.HealthHealthy
 				return out, nil
 			}
@@ -289,7 +289,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 			}
 			switch st.Health.Status {
 			case container.Healthy:
-				out := e.toContainer(ctx, c, false)
+				out := e.toContainer(c)
 				out.Health = engine.HealthHealthy
 				return out, nil
 			case container.Unhealthy:
@@ -298,7 +298,7 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 					last := st.Health.Log[n-1]
 					why += fmt.Sprintf(" (last: exit %d, %q)", last.ExitCode, strings.TrimSpace(last.Output))
 				}
-				return e.toContainer(ctx, c, false), e.unhealthy(ctx, op, c.ID, errors.New(why))
+				return e.toContainer(c), e.unhealthy(ctx, op, c.ID, errors.New(why))
 			}
 		}
 		timer.Reset(poll)

@@ -211,19 +211,19 @@ func deadHosts(t *testing.T) []string {
 		t.Fatal(err)
 	}
 	closedAddr := closed.Addr().String()
-	closed.Close()
+	_ = closed.Close() // its address is now one nothing listens on
 	silent, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { silent.Close() })
+	t.Cleanup(func() { _ = silent.Close() })
 	go func() {
 		for {
 			conn, err := silent.Accept()
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { conn.Close() }) // accept, never answer
+			t.Cleanup(func() { _ = conn.Close() }) // accept, never answer
 		}
 	}()
 	return []string{"unix://" + filepath.Join(t.TempDir(), "nobody.sock"), "tcp://" + closedAddr, "tcp://" + silent.Addr().String()}

@@ -268,7 +268,9 @@ func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job pr
 		emit(r)
 	}
 	_ = pr.Close()
-	<-copyDone
+	// Wait for the copy to end. Its error is dropped: closing pr above makes it fail, and a
+	// job that did not run shows in the exit status read below.
+	_ = <-copyDone
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}

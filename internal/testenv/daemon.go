@@ -232,17 +232,17 @@ func lockBase() (unlock func(), err error) {
 		return nil, err
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
+		_ = f.Close() // the lock was not taken: nothing to release
 		return nil, fmt.Errorf("lock %s: %w", f.Name(), err)
 	}
-	return func() { _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN); f.Close() }, nil
+	return func() {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		_ = f.Close() // closing the descriptor releases the lock anyway
+	}, nil
 }
 
 // startDaemon sweeps stale daemons, claims a free slot and starts dockerd in it.
 func startDaemon() (*daemon, error) { return launchDaemon(false) }
-
-// startIsolatedDaemon is startDaemon for a daemon in a network namespace of its own.
-func startIsolatedDaemon() (*daemon, error) { return launchDaemon(true) }
 
 func launchDaemon(isolated bool) (*daemon, error) {
 	unlock, err := lockBase()
@@ -345,7 +345,7 @@ func (d *daemon) start() error {
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
+	defer func() { _ = logf.Close() }() // dockerd writes the log through its own descriptor
 	ns := fmt.Sprintf("slipway-second-%d", d.idx)
 	args := []string{
 		"--config-file", filepath.Join(d.dir, "daemon.json"), // not /etc/docker/daemon.json
@@ -764,7 +764,11 @@ func forwardRules(idx int, add bool) error {
 	for _, n := range []string{bridgeNet, poolNet} {
 		rule := []string{chain, "-s", n, "-d", n, "-m", "comment", "--comment", comment, "-j", "ACCEPT"}
 		if !add {
-			for exec.Command("iptables", append([]string{"-D"}, rule...)...).Run() == nil {
+			// Delete every copy of the rule: -D removes one at a time and fails once none is left.
+			for {
+				if err := exec.Command("iptables", append([]string{"-D"}, rule...)...).Run(); err != nil {
+					break
+				}
 			}
 			continue
 		}

@@ -170,14 +170,14 @@ func freePort(network string) (int, error) {
 			// the VXLAN socket binds every address
 			c, err := net.ListenPacket("udp", ":"+strconv.Itoa(port))
 			if err == nil {
-				c.Close()
+				_ = c.Close() // only probing for a free port
 				return port, nil
 			}
 			continue
 		}
 		l, err := net.Listen("tcp", addr)
 		if err == nil {
-			l.Close()
+			_ = l.Close() // only probing for a free port
 			return port, nil
 		}
 	}

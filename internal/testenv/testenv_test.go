@@ -219,7 +219,7 @@ func TestSecondDaemonPerTest(t *testing.T) {
 }
 
 func TestAssertUnreachable(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "nope", http.StatusNotFound) // any answer counts as reachable
 	}))
 	defer srv.Close()
@@ -234,7 +234,7 @@ func TestAssertUnreachable(t *testing.T) {
 		t.Fatal(err)
 	}
 	closed := l.Addr().String()
-	l.Close()
+	_ = l.Close() // its address is now one nothing listens on
 	rec = &recorder{TB: t}
 	start := time.Now()
 	AssertUnreachable(rec, closed)
@@ -294,14 +294,14 @@ func getInNetns(nsPath, addr, path string) (string, error) {
 			ch <- result{"", err}
 			return
 		}
-		defer own.Close()
+		defer func() { _ = own.Close() }()
 		target, err := os.Open(nsPath)
 		if err != nil {
 			runtime.UnlockOSThread()
 			ch <- result{"", err}
 			return
 		}
-		defer target.Close()
+		defer func() { _ = target.Close() }()
 		if err := setns(target); err != nil {
 			runtime.UnlockOSThread()
 			ch <- result{"", err}
@@ -315,7 +315,7 @@ func getInNetns(nsPath, addr, path string) (string, error) {
 			ch <- result{"", err}
 			return
 		}
-		defer conn.Close()
+		defer func() { _ = conn.Close() }()
 		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 		if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr); err != nil {
 			ch <- result{"", err}
