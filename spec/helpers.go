@@ -176,6 +176,7 @@ func (env *Environment) ServiceOrder(names []string) ([][]string, error) {
 		want[n] = true
 	}
 	pending := map[string][]string{} // service → dependencies still to place
+	//workflowcheck:ignore map order: fills a map
 	for n := range want {
 		s, _ := env.Service(n)
 		var deps []string
@@ -190,6 +191,7 @@ func (env *Environment) ServiceOrder(names []string) ([][]string, error) {
 	placed := map[string]bool{}
 	for len(pending) > 0 {
 		var layer []string
+		//workflowcheck:ignore map order: the layer is sorted below
 		for n, deps := range pending {
 			ready := true
 			for _, d := range deps {
@@ -204,6 +206,7 @@ func (env *Environment) ServiceOrder(names []string) ([][]string, error) {
 		}
 		if len(layer) == 0 {
 			rest := make([]string, 0, len(pending))
+			//workflowcheck:ignore map order: sorted below
 			for n := range pending {
 				rest = append(rest, n)
 			}

@@ -271,6 +271,7 @@ func (r *loadTestRun) scaleIn(ctx workflow.Context) {
 	}
 	r.setPhase(ctx, LoadTestPhaseScalingIn, "removing the load test's extra replicas")
 	var clusters []string
+	//workflowcheck:ignore map order: sorted below
 	for c := range r.scaleTried {
 		clusters = append(clusters, c)
 	}
@@ -445,6 +446,7 @@ func ltMajorityVersion(cs []LoadTestClusterBase) string {
 
 func ltSortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
+	//workflowcheck:ignore map order: sorted below
 	for k := range m {
 		out = append(out, k)
 	}

@@ -412,6 +412,7 @@ func (r LoadTestResult) Verdict(cluster, stage string) Verdict {
 			P50: m.P50.D(), P95: m.P95.D(), Targets: len(m.Targets),
 		}
 		codes := map[int]int{}
+		//workflowcheck:ignore map order: sums per status code
 		for k, n := range m.StatusCodes {
 			var c int
 			if _, err := fmt.Sscanf(k, "%d", &c); err == nil {

@@ -211,6 +211,7 @@ func planService(env spec.Environment, s spec.Service, live InspectResult) Servi
 		sp.Clusters = append(sp.Clusters, cp)
 	}
 	var fl []string
+	//workflowcheck:ignore map order: sorted below
 	for v := range froms {
 		fl = append(fl, v)
 	}
@@ -235,6 +236,7 @@ func strongerAction(a, b Action) Action {
 func majority(count map[string]int) string {
 	best, n := "", 0
 	keys := make([]string, 0, len(count))
+	//workflowcheck:ignore map order: sorted below
 	for k := range count {
 		keys = append(keys, k)
 	}

@@ -110,6 +110,7 @@ func (r *release) status() ReleaseStatus {
 	}
 	if r.st.Running != nil {
 		s.Running = map[string]map[string][]string{}
+		//workflowcheck:ignore map order: copies maps
 		for c, m := range r.st.Running {
 			s.Running[c] = map[string][]string{}
 			for k, v := range m {
