@@ -97,7 +97,7 @@ func (a *Releases) RunRepair(ctx context.Context, in workflows.RepairInput) (wor
 		TaskQueue:                workflows.TaskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
-		WorkflowTaskTimeout:      3 * time.Second,
+		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
 	}, workflows.RepairWorkflowName, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {
