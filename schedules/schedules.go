@@ -28,7 +28,6 @@ import (
 	"go.temporal.io/api/serviceerror"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
@@ -236,12 +235,7 @@ func action(d Desired, taskQueue string) *client.ScheduleWorkflowAction {
 			MemoSchedule:           d.Schedule,
 			"summary":              fmt.Sprintf("scheduled load test %s (%s)", d.Input.Name(), d.Schedule),
 		},
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet(workflows.KindLoadTest),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(d.Input.Environment),
-			temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet([]string{d.Input.Service.Name}),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SATriggeredBy).ValueSet(d.Input.TriggeredBy),
-		),
+		TypedSearchAttributes: workflows.LoadTestStartAttributes(d.Input.Environment, d.Input.Service.Name, d.Input.TriggeredBy),
 	}
 }
 
@@ -251,17 +245,14 @@ func note(d Desired) string {
 
 func options(env string, d Desired, taskQueue string) client.ScheduleOptions {
 	return client.ScheduleOptions{
-		ID:            d.ID,
-		Spec:          scheduleSpec(d.Schedule),
-		Action:        action(d, taskQueue),
-		Overlap:       enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
-		CatchupWindow: CatchupWindow,
-		Note:          note(d),
-		Memo:          map[string]any{MemoEnvironment: env, MemoLoadTest: d.Test},
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet(workflows.KindLoadTest),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(env),
-		),
+		ID:                    d.ID,
+		Spec:                  scheduleSpec(d.Schedule),
+		Action:                action(d, taskQueue),
+		Overlap:               enumspb.SCHEDULE_OVERLAP_POLICY_SKIP,
+		CatchupWindow:         CatchupWindow,
+		Note:                  note(d),
+		Memo:                  map[string]any{MemoEnvironment: env, MemoLoadTest: d.Test},
+		TypedSearchAttributes: workflows.LoadTestStartAttributes(env, "", ""),
 	}
 }
 

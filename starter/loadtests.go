@@ -286,12 +286,7 @@ func (s *Server) postLoadTest(c *gin.Context) {
 		WorkflowRunTimeout:                       workflows.LoadTestRunTimeout(in),
 		WorkflowTaskTimeout:                      workflows.WorkflowTaskTimeout,
 		Memo:                                     map[string]any{"summary": fmt.Sprintf("load test %s, started by %s", in.Name(), actor)},
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet(workflows.KindLoadTest),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(env.Environment),
-			temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet([]string{in.Service.Name}),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SATriggeredBy).ValueSet(actor),
-		),
+		TypedSearchAttributes:                    workflows.LoadTestStartAttributes(env.Environment, in.Service.Name, actor),
 	}, workflows.LoadTestWorkflowName, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {

@@ -25,7 +25,6 @@ import (
 	"go.temporal.io/api/workflowservice/v1"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/converter"
-	"go.temporal.io/sdk/temporal"
 	"gopkg.in/yaml.v3"
 
 	"github.com/slipwayhq/slipway/apiclient"
@@ -409,14 +408,7 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 		WorkflowIDConflictPolicy: conflictPolicy,
 		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
 		Memo:                     map[string]any{memoRequestHash: reqHash, memoDescription: req.in.Description},
-		TypedSearchAttributes: temporal.NewSearchAttributes(
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(env),
-			temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet(req.scope),
-			temporal.NewSearchAttributeKeyKeywordList(workflows.SAVersions).ValueSet(versions),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAPhase).ValueSet(string(workflows.PhasePending)),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SATriggeredBy).ValueSet(actor),
-			temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet("release"),
-		),
+		TypedSearchAttributes:    workflows.ReleaseStartAttributes(env, req.scope, versions, actor),
 	}
 	run, err := s.tc.ExecuteWorkflow(ctx, opts, workflows.ReleaseWorkflowName, req.in)
 	if err != nil {

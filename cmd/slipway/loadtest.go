@@ -79,12 +79,7 @@ func newLoadTestRunCmd() *cobra.Command {
 				ID: id, TaskQueue: taskQueue, WorkflowRunTimeout: workflows.LoadTestRunTimeout(in),
 				WorkflowTaskTimeout:   workflows.WorkflowTaskTimeout,
 				WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-				TypedSearchAttributes: temporal.NewSearchAttributes(
-					temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet(workflows.KindLoadTest),
-					temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(env.Environment),
-					temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet([]string{in.Service.Name}),
-					temporal.NewSearchAttributeKeyKeyword(workflows.SATriggeredBy).ValueSet(in.TriggeredBy),
-				),
+				TypedSearchAttributes: workflows.LoadTestStartAttributes(env.Environment, in.Service.Name, in.TriggeredBy),
 			}, workflows.LoadTestWorkflowName, in)
 			if err != nil {
 				return &exitError{codeError, fmt.Errorf("start load test %s: %w", in.Name(), err)}
