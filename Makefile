@@ -54,9 +54,18 @@ chaos:
 	scripts/ensure-docker.sh
 	SLIPWAY_CHAOS_RELEASES=$(CHAOS_RELEASES) $(GO) test -count=1 -timeout 3h -v -run '^TestChaos$$' ./chaos/
 
+## lint: gofmt, go vet, golangci-lint (.golangci.yml: depguard, forbidigo, errcheck, revive,
+## staticcheck…) and Temporal's workflowcheck over the workflows (workflowcheck.config.yaml).
+## The linters are pinned and built into .bin/ by scripts/ensure-lint-tools.sh (first run: a
+## few minutes). docs/contributing.md says how to settle a finding.
+GO_FILES = $$(git ls-files --cached --others --exclude-standard '*.go')
 lint:
-	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); exit 1)
+	@scripts/ensure-lint-tools.sh
+	@test -z "$$(gofmt -l $(GO_FILES))" || { echo "gofmt: run gofmt -w on:"; gofmt -l $(GO_FILES); exit 1; }
 	$(GO) vet ./...
+	$(GO) vet -tags record ./workflows/
+	.bin/golangci-lint run ./...
+	.bin/workflowcheck -config workflowcheck.config.yaml ./workflows/...
 
 clean:
 	rm -rf bin
