@@ -296,6 +296,9 @@ type resumed struct {
 	retry retryTimes
 }
 
+// firstRetry is the first retry interval of every activity (workflows' retry policies).
+const firstRetry = 500 * time.Millisecond
+
 // retryTimes split an activity's resume: the last heartbeat the server had before the kill,
 // when it failed the killed attempt (heartbeat timeout), and when the next attempt was due
 // (failed + the retry interval).
@@ -327,11 +330,12 @@ func (f *fixture) watchRetry(run client.WorkflowRun, id string, attempt int32) r
 			rt.lastBeat = pa.GetLastHeartbeatTime().AsTime()
 		}
 		if pa.GetAttempt() > attempt {
-			// (LastAttemptCompleteTime is not set for a timeout: failed is next less the
-			// retry interval, both set while the next attempt waits for its time.)
+			// The server sets neither LastAttemptCompleteTime nor a true CurrentRetryInterval
+			// for a timeout: the attempt failed a first retry interval (500 ms, the retry
+			// policy of every activity) before the next was due.
 			if t := pa.GetNextAttemptScheduleTime(); t != nil {
 				rt.next = t.AsTime()
-				rt.failed = rt.next.Add(-pa.GetCurrentRetryInterval().AsDuration())
+				rt.failed = rt.next.Add(-firstRetry)
 			}
 			return rt
 		}
