@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 20m
 # tests, `make build` and the FROM-scratch image, so a cold machine compiles Temporal once.
 export CGO_ENABLED ?= 0
 
-.PHONY: build dev dev-clean images test bench chaos lint clean compose-up compose-down
+.PHONY: build dev dev-clean images test test-unit bench chaos lint clean compose-up compose-down
 
 ## build: bin/slipway and, beside it, bin/slipway-probe: the small prober the worker loads into
 ## each engine to probe replicas next to them (found beside the slipway binary).
@@ -39,6 +39,14 @@ test:
 	scripts/ensure-test-tools.sh
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+## test-unit: the tests that need neither Docker nor Temporal, in seconds (no root, no
+## daemon). The convention is Go's short mode: every test that needs a Docker engine or an
+## embedded Temporal server goes through internal/testenv (RequireDocker, DemoImages,
+## UniqueEnv, SecondDaemon…, RequireTemporal), which skips it under -short. Results are
+## cached per package as usual; TESTFLAGS=-count=1 runs everything again.
+test-unit:
+	$(GO) test -short $(TESTFLAGS) ./...
 
 ## bench: speed and memory figures, each as a ratio against a baseline measured in the same run.
 bench: build images

@@ -22,6 +22,7 @@ import (
 	"go.temporal.io/sdk/workflow"
 
 	"github.com/slipwayhq/slipway/devserver"
+	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
@@ -49,6 +50,7 @@ func startWorker(t *testing.T, c client.Client, queue string) worker.Worker {
 
 func start(t *testing.T, opts devserver.Options) *devserver.Server {
 	t.Helper()
+	testenv.RequireTemporal(t)
 	opts.UIPort = -1
 	opts.SearchAttributes = workflows.SearchAttributeTypes
 	opts.LogLevel = "fatal"
@@ -179,6 +181,7 @@ func portOf(t *testing.T, hostPort string) int {
 func TestWebUIWriteActionsOffByDefault(t *testing.T) {
 	for _, write := range []bool{false, true} {
 		t.Run(fmt.Sprintf("write=%t", write), func(t *testing.T) {
+			testenv.RequireTemporal(t)
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
 			s, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: 0, UIWriteActions: write,

@@ -88,6 +88,7 @@ var (
 // it goes with the process).
 func server(t testing.TB) *devserver.Server {
 	t.Helper()
+	testenv.RequireTemporal(t)
 	srvOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

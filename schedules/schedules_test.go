@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/converter"
 
 	"github.com/slipwayhq/slipway/devserver"
+	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/schedules"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
@@ -32,6 +33,7 @@ var (
 // Slipway's search attributes registered), started on first use and stopped by TestMain.
 func temporalClient(t testing.TB) client.Client {
 	t.Helper()
+	testenv.RequireTemporal(t)
 	srvOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

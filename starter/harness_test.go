@@ -22,6 +22,7 @@ import (
 
 	"github.com/slipwayhq/slipway/apiclient"
 	"github.com/slipwayhq/slipway/devserver"
+	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/starter"
 	"github.com/slipwayhq/slipway/workflows"
 )
@@ -44,6 +45,7 @@ func TestMain(m *testing.M) {
 
 func temporalServer(t testing.TB) *devserver.Server {
 	t.Helper()
+	testenv.RequireTemporal(t)
 	temporalOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -34,6 +34,7 @@ type ltCLI struct {
 
 func newLTCLI(t *testing.T) *ltCLI {
 	t.Helper()
+	testenv.RequireTemporal(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})

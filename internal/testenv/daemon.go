@@ -145,6 +145,7 @@ func IsolatedDaemon(t testing.TB) string {
 // first use), else one started for t and stopped in its cleanup.
 func (s *sharedDaemon) get(t testing.TB) string {
 	t.Helper()
+	integration(t, "a "+s.what)
 	if os.Geteuid() != 0 {
 		unavailable(t, "a second dockerd needs root")
 	}

@@ -43,6 +43,7 @@ var envMu sync.Mutex
 // daemon cannot run, like SecondDaemon, and skips t when the swarm cannot start.
 func SwarmDaemon(t testing.TB) string {
 	t.Helper()
+	integration(t, "a second Docker daemon")
 	if os.Geteuid() != 0 {
 		unavailable(t, "a second dockerd needs root")
 	}

@@ -10,6 +10,11 @@
 // engine answering, not root, or no dockerd for SecondDaemon. When the environment variable
 // CI or SLIPWAY_REQUIRE_DOCKER is set, those conditions fail the test instead, so a CI run
 // cannot go green by skipping.
+//
+// Short mode (`go test -short`, `make test-unit`) runs the unit tests only: every helper
+// here that needs a Docker engine (RequireDocker, DemoImages, SecondDaemon, IsolatedDaemon,
+// SwarmDaemon) or an embedded Temporal server (RequireTemporal) skips t in short mode before
+// trying anything, so a unit run needs neither, nor root, and takes seconds.
 package testenv
 
 import (
@@ -60,15 +65,32 @@ func unavailable(t testing.TB, reason string) {
 	t.Skip("testenv: " + reason)
 }
 
+// integration skips t in short mode: it needs what the unit tests go without.
+func integration(t testing.TB, needs string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("testenv: integration test (needs " + needs + "), not run with -short")
+	}
+}
+
+// RequireTemporal skips t in short mode (go test -short, make test-unit). Call it before
+// starting an embedded Temporal server (devserver): the server needs nothing from the
+// machine, but it takes seconds to start and makes a test an integration test.
+func RequireTemporal(t testing.TB) {
+	t.Helper()
+	integration(t, "an embedded Temporal server")
+}
+
 var (
 	dockerOnce sync.Once
 	dockerErr  error
 )
 
 // RequireDocker skips (or, in CI, fails) t unless the docker CLI is installed and the
-// default engine answers.
+// default engine answers. It skips t in short mode.
 func RequireDocker(t testing.TB) {
 	t.Helper()
+	integration(t, "the Docker engine")
 	dockerOnce.Do(func() {
 		if _, err := exec.LookPath("docker"); err != nil {
 			dockerErr = errors.New("no docker CLI on PATH")
@@ -168,9 +190,12 @@ func DemoImages(t testing.TB) {
 // "tensuretwice-k3j9xa". Call it before creating anything: it registers a cleanup that runs
 // after the test's own cleanups and fails the test (AssertNoContainers) if any container or
 // network of the environment is left on the default engine or on a second daemon started
-// by this process, removing the leftovers so they do not leak into other tests.
+// by this process, removing the leftovers so they do not leak into other tests. That
+// cleanup needs the engine: UniqueEnv skips t like RequireDocker where there is none, and
+// in short mode.
 func UniqueEnv(t testing.TB) string {
 	t.Helper()
+	RequireDocker(t)
 	name := t.Name()
 	if i := strings.LastIndexByte(name, '/'); i >= 0 {
 		name = name[i+1:]
