@@ -15,17 +15,6 @@ import (
 	"github.com/slipwayhq/slipway/spec"
 )
 
-// Search-attribute keys of the load test (same names as the release's).
-var (
-	ltSAKind        = temporal.NewSearchAttributeKeyKeyword(SAKind)
-	ltSAEnvironment = temporal.NewSearchAttributeKeyKeyword(SAEnvironment)
-	ltSAServices    = temporal.NewSearchAttributeKeyKeywordList(SAServices)
-	ltSAVersions    = temporal.NewSearchAttributeKeyKeywordList(SAVersions)
-	ltSAPhase       = temporal.NewSearchAttributeKeyKeyword(SAPhase)
-	ltSAOutcome     = temporal.NewSearchAttributeKeyKeyword(SAOutcome)
-	ltSATriggeredBy = temporal.NewSearchAttributeKeyKeyword(SATriggeredBy)
-)
-
 // RegisterLoadTest registers the LoadTest workflow under its stable name. The worker calls it
 // beside Register (the release lock it takes is registered there).
 func RegisterLoadTest(r sdkworker.WorkflowRegistry) {
@@ -67,9 +56,8 @@ type loadTestRun struct {
 	wid string
 	st  LoadTestStatus
 
-	lockCancel workflow.CancelFunc
-	lockDone   workflow.Future
-	refused    string
+	lock    *heldLock // the service's release lock, taken with takeLock (lock.go)
+	refused string
 	// scaleTried: clusters a scale-out was attempted on (the scale-in visits each of them).
 	scaleTried map[string]bool
 	scaled     map[string]LoadTestScaleResult
@@ -180,7 +168,7 @@ func (r *loadTestRun) run(ctx, dctx workflow.Context) (LoadTestMetrics, error) {
 	in := r.in
 	if !in.HoldsLock {
 		r.setPhase(ctx, LoadTestPhaseLocking, "taking the release lock of "+in.Service.Name)
-		if err := r.lock(ctx, dctx); err != nil {
+		if err := r.takeLock(ctx, dctx); err != nil {
 			return LoadTestMetrics{}, err
 		}
 		if r.refused != "" {
@@ -194,7 +182,7 @@ func (r *loadTestRun) run(ctx, dctx workflow.Context) (LoadTestMetrics, error) {
 		factor = 1
 	}
 	var prep LoadTestPrepareResult
-	err := workflow.ExecuteActivity(ltOptions(ctx, ActivityLoadTestPrepare, 0), ActivityLoadTestPrepare, LoadTestPrepareInput{
+	err := workflow.ExecuteActivity(optionsFor(ctx, ActivityLoadTestPrepare, 0), ActivityLoadTestPrepare, LoadTestPrepareInput{
 		Environment: in.Environment, Service: in.Service.Name, Targets: in.Targets, Containers: in.Containers,
 		Rate: in.Test.Rate, Duration: in.Test.WarmUp.D() + in.Test.Duration.D(), ScaleFactor: factor,
 	}).Get(ctx, &prep)
@@ -218,7 +206,7 @@ func (r *loadTestRun) run(ctx, dctx workflow.Context) (LoadTestMetrics, error) {
 
 	r.setPhase(ctx, LoadTestPhaseLoad, fmt.Sprintf("%d req/s for %s (warm-up %s)", in.Test.Rate, in.Test.Duration, in.Test.WarmUp))
 	var m LoadTestMetrics
-	err = workflow.ExecuteActivity(ltOptions(ctx, ActivityLoadTestGenerate, in.Test.WarmUp.D()+in.Test.Duration.D()), ActivityLoadTestGenerate, LoadTestGenerateInput{
+	err = workflow.ExecuteActivity(optionsFor(ctx, ActivityLoadTestGenerate, in.Test.WarmUp.D()+in.Test.Duration.D()), ActivityLoadTestGenerate, LoadTestGenerateInput{
 		Environment: in.Environment, Service: in.Service.Name, Targets: in.Targets, Containers: in.Containers,
 		Requests: in.Test.Requests, Rate: in.Test.Rate, WarmUp: in.Test.WarmUp.D(), Duration: in.Test.Duration.D(), Name: r.wid,
 	}).Get(ctx, &m)
@@ -233,34 +221,26 @@ func (r *loadTestRun) run(ctx, dctx workflow.Context) (LoadTestMetrics, error) {
 func (r *loadTestRun) scaleOut(ctx workflow.Context, factor int) error {
 	in := r.in
 	deadline := ltHealthDeadline(in)
-	errs := make([]error, len(in.Targets))
-	done := 0
-	for i, t := range in.Targets {
+	for _, t := range in.Targets {
 		r.scaleTried[t.Cluster] = true
-		workflow.Go(ctx, func(gctx workflow.Context) {
-			defer func() { done++ }()
-			actx := workflow.WithWaitForCancellation(ltOptions(gctx, ActivityLoadTestScaleOut, deadline), true)
-			var res LoadTestScaleResult
-			errs[i] = workflow.ExecuteActivity(actx, ActivityLoadTestScaleOut, LoadTestScaleInput{
-				Target: t, RunID: r.wid, Service: in.Service, Factor: factor, HealthDeadline: deadline,
-			}).Get(gctx, &res)
-			if errs[i] == nil {
-				res.Peak = res.Total
-				r.scaled[t.Cluster] = res
-				r.syncScale()
-			}
-		})
 	}
-	// Wait on a disconnected context: nothing of the scale-out may still run when the
-	// scale-in starts.
-	wctx, _ := workflow.NewDisconnectedContext(ctx)
-	_ = workflow.Await(wctx, func() bool { return done == len(in.Targets) })
-	for i, err := range errs {
+	// parallel waits for every scale-out, also when ctx is cancelled: nothing of it may
+	// still run when the scale-in starts.
+	return parallel(ctx, 0, len(in.Targets), func(gctx workflow.Context, i int) error {
+		t := in.Targets[i]
+		actx := workflow.WithWaitForCancellation(optionsFor(gctx, ActivityLoadTestScaleOut, deadline), true)
+		var res LoadTestScaleResult
+		err := workflow.ExecuteActivity(actx, ActivityLoadTestScaleOut, LoadTestScaleInput{
+			Target: t, RunID: r.wid, Service: in.Service, Factor: factor, HealthDeadline: deadline,
+		}).Get(gctx, &res)
 		if err != nil {
-			return fmt.Errorf("scale out on %s: %w", in.Targets[i].Cluster, err)
+			return fmt.Errorf("scale out on %s: %w", t.Cluster, err)
 		}
-	}
-	return nil
+		res.Peak = res.Total
+		r.scaled[t.Cluster] = res
+		r.syncScale()
+		return nil
+	})
 }
 
 // scaleIn removes every replica the run started, on every cluster a scale-out was tried
@@ -282,7 +262,7 @@ func (r *loadTestRun) scaleIn(ctx workflow.Context) {
 	}
 	for _, c := range clusters {
 		var res LoadTestScaleResult
-		err := workflow.ExecuteActivity(ltOptions(ctx, ActivityLoadTestScaleIn, 0), ActivityLoadTestScaleIn, LoadTestScaleInput{
+		err := workflow.ExecuteActivity(optionsFor(ctx, ActivityLoadTestScaleIn, 0), ActivityLoadTestScaleIn, LoadTestScaleInput{
 			Target: byName[c], RunID: r.wid, Service: r.in.Service,
 		}).Get(ctx, &res)
 		if err != nil {
@@ -300,38 +280,28 @@ func (r *loadTestRun) scaleIn(ctx workflow.Context) {
 // lock takes the service's release lock (a child workflow only one execution may hold,
 // see lock.go) on dctx, so it is held until the scale-in is done, even after a cancel. A
 // held lock refuses the test: a release is changing the service.
-func (r *loadTestRun) lock(ctx, dctx workflow.Context) error {
-	id := LockWorkflowID(r.in.Environment, r.in.Service.Name)
-	cctx, cancel := workflow.WithCancel(dctx)
-	cctx = workflow.WithChildOptions(cctx, workflow.ChildWorkflowOptions{
-		WorkflowID:            id,
-		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_TERMINATE,
-		WaitForCancellation:   true,
-		Memo:                  map[string]any{"release": "load test " + r.in.Name(), "release_workflow_id": r.wid},
-	})
-	f := workflow.ExecuteChildWorkflow(cctx, LockWorkflowName, LockInput{
+func (r *loadTestRun) takeLock(ctx, dctx workflow.Context) error {
+	l, err := takeLock(ctx, dctx, LockInput{
 		Environment: r.in.Environment, Service: r.in.Service.Name, ReleaseID: "loadtest:" + r.in.ID, WorkflowID: r.wid,
-	})
-	if err := f.GetChildWorkflowExecution().Get(ctx, nil); err != nil {
-		cancel()
-		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
-			r.refused = fmt.Sprintf("service %s is being released (lock %s is held): the load test did not run", r.in.Service.Name, id)
-			return nil
-		}
-		return fmt.Errorf("take release lock %s: %w", id, err)
+	}, "load test "+r.in.Name())
+	var lh errLockHeld
+	if asLockHeld(err, &lh) {
+		r.refused = fmt.Sprintf("service %s is being released (lock %s is held): the load test did not run", r.in.Service.Name, lh.lockID)
+		return nil
 	}
-	r.lockCancel, r.lockDone = cancel, f
+	if err != nil {
+		return err
+	}
+	r.lock = l
 	return nil
 }
 
 func (r *loadTestRun) unlock(ctx workflow.Context) {
-	if r.lockCancel == nil {
+	if r.lock == nil {
 		return
 	}
-	r.lockCancel()
-	_ = r.lockDone.Get(ctx, nil) // ends cancelled or completed; either frees it
-	r.lockCancel = nil
+	r.lock.free(ctx)
+	r.lock = nil
 }
 
 // compare finds the previous run of the same test (given, or looked up in visibility by an
@@ -341,7 +311,7 @@ func (r *loadTestRun) compare(ctx workflow.Context) {
 	prev := r.in.Previous
 	if prev == nil {
 		var found *LoadTestSummary
-		err := workflow.ExecuteActivity(ltOptions(ctx, ActivityLoadTestPrevious, 0), ActivityLoadTestPrevious, LoadTestPreviousInput{
+		err := workflow.ExecuteActivity(optionsFor(ctx, ActivityLoadTestPrevious, 0), ActivityLoadTestPrevious, LoadTestPreviousInput{
 			Environment: r.in.Environment, Test: r.in.Test.Name, Service: r.in.Service.Name, Mode: r.in.Mode, Exclude: r.wid,
 		}).Get(ctx, &found)
 		if err != nil {
@@ -359,7 +329,7 @@ func (r *loadTestRun) compare(ctx workflow.Context) {
 
 func (r *loadTestRun) syncScale() {
 	var out []LoadTestScaleResult
-	for _, c := range ltSortedKeys(r.scaled) {
+	for _, c := range sortedKeys(r.scaled) {
 		out = append(out, r.scaled[c])
 	}
 	r.st.Result.Scale = out
@@ -391,13 +361,13 @@ func (r *loadTestRun) upsert(ctx workflow.Context) {
 		versions = []string{r.in.Service.Name + "=" + r.version}
 	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		ltSAKind.ValueSet(KindLoadTest),
-		ltSAEnvironment.ValueSet(r.in.Environment),
-		ltSAServices.ValueSet([]string{r.in.Service.Name}),
-		ltSAVersions.ValueSet(versions),
-		ltSAPhase.ValueSet(string(r.st.Phase)),
-		ltSAOutcome.ValueSet(outcome),
-		ltSATriggeredBy.ValueSet(r.in.TriggeredBy),
+		saKind.ValueSet(KindLoadTest),
+		saEnvironment.ValueSet(r.in.Environment),
+		saServices.ValueSet([]string{r.in.Service.Name}),
+		saVersions.ValueSet(versions),
+		saPhase.ValueSet(string(r.st.Phase)),
+		saOutcome.ValueSet(outcome),
+		saTriggeredBy.ValueSet(r.in.TriggeredBy),
 	)
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("upsert search attributes", "error", err)
@@ -436,22 +406,12 @@ func ltMajorityVersion(cs []LoadTestClusterBase) string {
 		}
 	}
 	best := ""
-	for _, v := range ltSortedKeys(count) {
+	for _, v := range sortedKeys(count) {
 		if best == "" || count[v] > count[best] {
 			best = v
 		}
 	}
 	return best
-}
-
-func ltSortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	//workflowcheck:ignore map order: sorted below
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
 }
 
 // ltErrText is the readable text of an activity or child failure: the step that failed and

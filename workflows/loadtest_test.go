@@ -190,10 +190,10 @@ func TestLoadTestPassesAndScalesBack(t *testing.T) {
 	env.OnUpsertMemo(mock.Anything).Return(nil).Run(func(args mock.Arguments) { memo = args.Get(0).(map[string]any) })
 	env.OnUpsertTypedSearchAttributes(mock.Anything).Return(nil).Run(func(args mock.Arguments) {
 		sa := args.Get(0).(temporal.SearchAttributes)
-		if v, ok := sa.GetKeyword(ltSAKind); !ok || v != KindLoadTest {
+		if v, ok := sa.GetKeyword(saKind); !ok || v != KindLoadTest {
 			t.Errorf("upsert without %s=%s", SAKind, KindLoadTest)
 		}
-		v, _ := sa.GetKeyword(ltSAOutcome)
+		v, _ := sa.GetKeyword(saOutcome)
 		outcomes = append(outcomes, v)
 	})
 	env.ExecuteWorkflow(LoadTestWorkflowName, ltInput())

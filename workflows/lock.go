@@ -135,27 +135,42 @@ func (e errLockHeld) Error() string {
 // acquireLock starts the lock child of one service. lockCtx must outlive the release's own
 // cancellation (a disconnected context), so the lock is held until the rollback is done.
 func (r *release) acquireLock(ctx, lockCtx workflow.Context, service string) (*heldLock, error) {
-	id := LockWorkflowID(r.in.Spec.Environment, service)
 	outlives := workflow.GetVersion(ctx, changeLockOutlives, workflow.DefaultVersion, 1) >= 1
 	in := LockInput{Environment: r.in.Spec.Environment, Service: service, ReleaseID: r.in.ID, WorkflowID: r.wid}
-	closePolicy := enumspb.PARENT_CLOSE_POLICY_TERMINATE
 	if outlives {
 		in.RunID = workflow.GetInfo(ctx).WorkflowExecution.RunID
-		closePolicy = enumspb.PARENT_CLOSE_POLICY_ABANDON
 	}
+	l, err := takeLock(ctx, lockCtx, in, r.in.ID)
+	var lh errLockHeld
+	if asLockHeld(err, &lh) {
+		lh.detail = r.describeHeldLock(ctx, lh.lockID)
+		return nil, lh
+	}
+	return l, err
+}
+
+// takeLock starts the lock child of one service on lockCtx (which must outlive the caller's
+// own cancellation, so the lock is held until the caller's compensation is done): the
+// release's locks and the load test's. A lock with a RunID outlives its parent and watches
+// it (repair.go); one without ends with its parent. holder names the parent in the lock's
+// memo. A lock held by another is errLockHeld.
+func takeLock(ctx, lockCtx workflow.Context, in LockInput, holder string) (*heldLock, error) {
+	id := LockWorkflowID(in.Environment, in.Service)
 	opts := workflow.ChildWorkflowOptions{
 		WorkflowID:            id,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
-		ParentClosePolicy:     closePolicy,
+		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_TERMINATE,
 		WaitForCancellation:   true,
-		Memo:                  map[string]any{"release": r.in.ID, "release_workflow_id": r.wid},
+		Memo:                  map[string]any{"release": holder, "release_workflow_id": in.WorkflowID},
 	}
+	outlives := in.RunID != ""
 	if outlives {
+		opts.ParentClosePolicy = enumspb.PARENT_CLOSE_POLICY_ABANDON
 		// Findable: the API refuses a release up front when one of its services is held
 		// after a failure (HeldLocksQuery).
 		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
-			saKind.ValueSet(KindLock), saEnvironment.ValueSet(r.in.Spec.Environment),
-			saServices.ValueSet([]string{service}), saPhase.ValueSet(LockHeld))
+			saKind.ValueSet(KindLock), saEnvironment.ValueSet(in.Environment),
+			saServices.ValueSet([]string{in.Service}), saPhase.ValueSet(LockHeld))
 	}
 	cctx, cancel := workflow.WithCancel(lockCtx)
 	cctx = workflow.WithChildOptions(cctx, opts)
@@ -163,11 +178,17 @@ func (r *release) acquireLock(ctx, lockCtx workflow.Context, service string) (*h
 	if err := f.GetChildWorkflowExecution().Get(ctx, nil); err != nil {
 		cancel()
 		if temporal.IsWorkflowExecutionAlreadyStartedError(err) {
-			return nil, errLockHeld{service: service, lockID: id, detail: r.describeHeldLock(ctx, id)}
+			return nil, errLockHeld{service: in.Service, lockID: id}
 		}
 		return nil, fmt.Errorf("take release lock %s: %w", id, err)
 	}
-	return &heldLock{service: service, cancel: cancel, done: f, outlives: outlives, id: id}, nil
+	return &heldLock{service: in.Service, cancel: cancel, done: f, outlives: outlives, id: id}, nil
+}
+
+// free cancels the lock and waits until it has ended (cancelled or completed: either frees it).
+func (l *heldLock) free(ctx workflow.Context) {
+	l.cancel()
+	_ = l.done.Get(ctx, nil)
 }
 
 // describeHeldLock asks a lock held by someone else why (DescribeLock): a lock held after a

@@ -12,6 +12,7 @@ import (
 // forgot to.
 var permanentErrors = []string{
 	ErrImageMissing, ErrConflict, ErrInvalid, ErrNotFound, ErrUnhealthy, ErrPolicyDenied, ErrBadInput, ErrSecretMissing,
+	ErrLoadTestLimit, ErrNoTargets,
 }
 
 // retry is the default retry policy: quick first retries for a blip, then spaced out, and a
@@ -68,6 +69,15 @@ const (
 //   - WatchReplicas: runs until the workflow cancels it or its window (added) ends,
 //     heartbeats the engine time of the last event it saw and resumes from it after a retry;
 //     more attempts than the others, since it spans the whole release.
+//
+// The load test's:
+//   - Prepare, Previous: short calls (engine list, visibility list).
+//   - ScaleOut: starts replicas and waits for health.
+//   - ScaleIn: the compensation; more attempts than anything else.
+//   - Generate: runs for warm-up + duration, heartbeats its progress every second. A
+//     retry (worker lost) runs the whole load again: a measurement must be one piece. A
+//     cancel waits until the generator has stopped (it learns of it from its next
+//     heartbeat, within a second), so the scale-in never races the load.
 var activityOptions = map[string]workflow.ActivityOptions{
 	ActivityInspect:        {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(5)},
 	ActivityCheckImages:    {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(5)},
@@ -86,6 +96,12 @@ var activityOptions = map[string]workflow.ActivityOptions{
 	ActivityRunRepair:    {StartToCloseTimeout: time.Hour, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: forever()},
 	ActivityReleaseState: {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(rollbackAttempts)},
 	ActivityDescribeLock: {StartToCloseTimeout: 10 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(3)},
+	// The load test's (loadtest.go).
+	ActivityLoadTestPrepare:  {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(5)},
+	ActivityLoadTestPrevious: {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(3)},
+	ActivityLoadTestScaleOut: {StartToCloseTimeout: 60 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(4)},
+	ActivityLoadTestScaleIn:  {StartToCloseTimeout: 90 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(rollbackAttempts)},
+	ActivityLoadTestGenerate: {StartToCloseTimeout: 2 * time.Minute, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(2), WaitForCancellation: true},
 }
 
 // forever retries without a limit, at most every 5 s.

@@ -24,7 +24,7 @@ const heartbeatPeriod = time.Second
 // second of the budget for the survivor's dispatch and a workflow task queued for the dead
 // worker's sticky cache. A heartbeat timeout must also let a live worker miss a beat.
 func TestEveryActivityNoticesALostWorker(t *testing.T) {
-	tables := map[string]map[string]workflow.ActivityOptions{"release": activityOptions, "load test": loadTestActivityOptions}
+	tables := map[string]map[string]workflow.ActivityOptions{"every workflow": activityOptions}
 	n := 0
 	for table, opts := range tables {
 		for name, o := range opts {
@@ -44,7 +44,7 @@ func TestEveryActivityNoticesALostWorker(t *testing.T) {
 				name, table, recovery, o.HeartbeatTimeout, o.StartToCloseTimeout, o.RetryPolicy.InitialInterval)
 		}
 	}
-	require.Equal(t, len(activityOptions)+len(loadTestActivityOptions), n)
+	require.Equal(t, len(activityOptions), n)
 	require.LessOrEqual(t, WorkflowTaskTimeout, recoveryBudget-time.Second, "a workflow task lost with its worker is retried after WorkflowTaskTimeout")
 	require.Greater(t, WorkflowTaskTimeout, time.Second, "a workflow task of a busy worker must not time out")
 }
