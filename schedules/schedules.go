@@ -229,7 +229,8 @@ func action(d Desired, taskQueue string) *client.ScheduleWorkflowAction {
 		Workflow:           workflows.LoadTestWorkflowName,
 		Args:               []any{d.Input},
 		TaskQueue:          taskQueue,
-		WorkflowRunTimeout: workflows.LoadTestRunTimeout(d.Input),
+		WorkflowRunTimeout:  workflows.LoadTestRunTimeout(d.Input),
+		WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 		Memo: map[string]any{
 			workflows.MemoSpecHash: d.Hash,
 			MemoSchedule:           d.Schedule,

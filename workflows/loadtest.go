@@ -35,6 +35,7 @@ func RunLoadTestChild(ctx workflow.Context, in LoadTestInput) (LoadTestResult, e
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_REQUEST_CANCEL,
 		WaitForCancellation:   true,
 		WorkflowRunTimeout:    LoadTestRunTimeout(in),
+		WorkflowTaskTimeout:   WorkflowTaskTimeout,
 	})
 	var res LoadTestResult
 	err := workflow.ExecuteChildWorkflow(cctx, LoadTestWorkflowName, in).Get(ctx, &res)

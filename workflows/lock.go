@@ -161,6 +161,7 @@ func takeLock(ctx, lockCtx workflow.Context, in LockInput, holder string) (*held
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
 		ParentClosePolicy:     enumspb.PARENT_CLOSE_POLICY_TERMINATE,
 		WaitForCancellation:   true,
+		WorkflowTaskTimeout:   WorkflowTaskTimeout,
 		Memo:                  map[string]any{"release": holder, "release_workflow_id": in.WorkflowID},
 	}
 	outlives := in.RunID != ""

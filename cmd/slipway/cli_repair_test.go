@@ -71,6 +71,24 @@ func inTraffic(t *testing.T, env string) (traffic map[string][]string, all map[s
 	return traffic, all
 }
 
+// releaseOverRunning releases web 1.0.0 on a fresh stack and environment, then starts a
+// release of 1.1.0 without waiting: the stack, the environment, the 1.1.0 spec, its id.
+func releaseOverRunning(t *testing.T) (s *cliStack, env, v2, id string) {
+	t.Helper()
+	s, env = newCLIStack(t), cliEnv(t)
+	dir := t.TempDir()
+	v1 := writeCLISpec(t, dir, "v1.yaml", repairSpec(env, "1.0.0", false))
+	if code, out, errOut := s.run(t, "release", "-f", v1, "--wait"); code != codeSucceeded {
+		t.Fatalf("first release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	v2 = writeCLISpec(t, dir, "v2.yaml", repairSpec(env, "1.1.0", false))
+	code, out, errOut := s.run(t, "release", "-f", v2)
+	if code != codeWaiting && code != codeSucceeded {
+		t.Fatalf("second release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	return s, env, v2, cliReleaseID(t, out)
+}
+
 // TestTerminatedReleaseIsRepaired terminates a release in the middle of its rollout through
 // the Temporal API, as the Web UI's Terminate button does, and checks that Slipway repairs
 // it: each cluster serves the previous version only, no replica of the new one is left, the
@@ -78,23 +96,12 @@ func inTraffic(t *testing.T, env string) (traffic map[string][]string, all map[s
 // status --wait exits 2 (rolled back), the event stream ends with that outcome, and the lock
 // is free for the next release.
 func TestTerminatedReleaseIsRepaired(t *testing.T) {
-	s := newCLIStack(t)
-	env := cliEnv(t)
-	dir := t.TempDir()
+	s, env, v2, id := releaseOverRunning(t)
 	c := apiclient.New(s.url, s.token)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-
-	v1 := writeCLISpec(t, dir, "v1.yaml", repairSpec(env, "1.0.0", false))
-	if code, out, errOut := s.run(t, "release", "-f", v1, "--wait"); code != codeSucceeded {
-		t.Fatalf("first release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	v2 := writeCLISpec(t, dir, "v2.yaml", repairSpec(env, "1.1.0", false))
-	code, out, errOut := s.run(t, "release", "-f", v2)
-	if code != codeWaiting && code != codeSucceeded {
-		t.Fatalf("second release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	id := cliReleaseID(t, out)
+	var code int
+	var out, errOut string
 
 	// Follow the event stream from the start, as a dashboard would.
 	streamDone := make(chan *apiclient.Release, 1)
@@ -281,19 +288,10 @@ func TestFailedRollbackKeepsTheServiceLocked(t *testing.T) {
 // beginning. Slipway repairs the closed run (the new one is not continued: it is terminated,
 // or refused by the locks) and reports the release terminated and rolled back.
 func TestResetReleaseIsRepaired(t *testing.T) {
-	s := newCLIStack(t)
-	env := cliEnv(t)
-	dir := t.TempDir()
+	s, env, v2, id := releaseOverRunning(t)
 	c := apiclient.New(s.url, s.token)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	v1 := writeCLISpec(t, dir, "v1.yaml", repairSpec(env, "1.0.0", false))
-	if code, out, errOut := s.run(t, "release", "-f", v1, "--wait"); code != codeSucceeded {
-		t.Fatalf("first release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	v2 := writeCLISpec(t, dir, "v2.yaml", repairSpec(env, "1.1.0", false))
-	_, out, _ := s.run(t, "release", "-f", v2)
-	id := cliReleaseID(t, out)
 	deadline := time.Now().Add(3 * time.Minute)
 	for {
 		traffic, _ := inTraffic(t, env)
