@@ -225,10 +225,10 @@ func scheduleSpec(s string) client.ScheduleSpec {
 
 func action(d Desired, taskQueue string) *client.ScheduleWorkflowAction {
 	return &client.ScheduleWorkflowAction{
-		ID:                 d.ID,
-		Workflow:           workflows.LoadTestWorkflowName,
-		Args:               []any{d.Input},
-		TaskQueue:          taskQueue,
+		ID:                  d.ID,
+		Workflow:            workflows.LoadTestWorkflowName,
+		Args:                []any{d.Input},
+		TaskQueue:           taskQueue,
 		WorkflowRunTimeout:  workflows.LoadTestRunTimeout(d.Input),
 		WorkflowTaskTimeout: workflows.WorkflowTaskTimeout,
 		Memo: map[string]any{
