@@ -9,7 +9,7 @@ TEST_TIMEOUT ?= 20m
 # tests, `make build` and the FROM-scratch image, so a cold machine compiles Temporal once.
 export CGO_ENABLED ?= 0
 
-.PHONY: build dev dev-clean images test test-unit bench chaos lint clean compose-up compose-down
+.PHONY: build dev dev-clean images test test-unit test-race bench chaos lint clean compose-up compose-down
 
 ## build: bin/slipway and, beside it, bin/slipway-probe: the small prober the worker loads into
 ## each engine to probe replicas next to them (found beside the slipway binary).
@@ -33,12 +33,16 @@ dev-clean:
 images:
 	examples/demo-service/build-images.sh
 
-## test: every test, against the real Docker engine and an embedded Temporal server.
+## test: every test, against the real Docker engine and an embedded Temporal server. The
+## results go through internal/tools/testreport (go test -json): a line per package, the
+## output of what failed, then every skipped test and why. NO_SKIPS=1 (CI: .ci/run) makes a
+## skipped test a failure unless .ci/allowed-skips lists it with the reason.
 test:
 	scripts/ensure-docker.sh
 	scripts/ensure-test-tools.sh
 	$(GO) vet ./...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -json -count=1 -timeout $(TEST_TIMEOUT) ./... | \
+		$(GO) run ./internal/tools/testreport -allow .ci/allowed-skips $(if $(NO_SKIPS),-no-skips)
 
 ## test-unit: the tests that need neither Docker nor Temporal, in seconds (no root, no
 ## daemon). The convention is Go's short mode: every test that needs a Docker engine or an
@@ -47,6 +51,22 @@ test:
 ## cached per package as usual; TESTFLAGS=-count=1 runs everything again.
 test-unit:
 	$(GO) test -short $(TESTFLAGS) ./...
+
+## test-race: the race detector (cgo: CGO_ENABLED=1 here only; scripts/ensure-race-tools.sh
+## installs gcc where there is none) on every package whose test binary does not embed the
+## Temporal server (race-building the server would cost more than the whole suite; starter,
+## cmd/slipway, schedules, devserver, e2e, chaos): their unit tests, and the integration tests
+## of activities and internal/dockerengine (probe streams, event watches, load generation: the
+## most goroutines of our own) against the real engine. About 2.5 min; a cold build cache
+## adds about 1 min (the race build of the dependencies).
+RACE_UNIT_PKGS := ./apiclient/ ./engine/ ./examples/demo-service/ ./internal/testenv/ \
+	./internal/tools/... ./judgment/ ./probe/ ./spec/ ./workflows/
+RACE_INTEGRATION_PKGS := ./activities/ ./internal/dockerengine/
+test-race:
+	scripts/ensure-race-tools.sh
+	scripts/ensure-docker.sh
+	CGO_ENABLED=1 $(GO) test -race -short -count=1 -timeout $(TEST_TIMEOUT) $(RACE_UNIT_PKGS)
+	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(RACE_INTEGRATION_PKGS)
 
 ## bench: speed and memory figures, each as a ratio against a baseline measured in the same run.
 bench: build images
