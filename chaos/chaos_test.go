@@ -235,7 +235,7 @@ func (h *harness) violate(rec *record, format string, args ...any) {
 	fmt.Printf("chaos: VIOLATION %s\n", msg)
 }
 
-// TestChaos is issue 12's chaos test; see the package documentation.
+// TestChaos is the chaos test (BENCHMARKS.md, Chaos); see the package documentation.
 func TestChaos(t *testing.T) {
 	testenv.DemoImages(t)
 	cfg := readConfig(t)

@@ -1,4 +1,4 @@
-// Package chaos holds Slipway's chaos test (issue 12, chaos_test.go): releases of good and bad
+// Package chaos holds Slipway's chaos test (chaos_test.go; BENCHMARKS.md, Chaos): releases of good and bad
 // versions of two services on two clusters, triggered through the HTTP API, on split
 // processes (the embedded Temporal server, two workers, two API replicas) while workers and
 // API replicas are SIGKILLed at random and some releases are terminated by hand; after each

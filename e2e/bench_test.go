@@ -13,7 +13,7 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// Benchmarks of issue 4 (make bench). Each reports its figure beside a baseline measured in
+// Release benchmarks (make bench; BENCHMARKS.md, Releases). Each reports its figure beside a baseline measured in
 // the same run, as a ratio; none asserts a wall-clock time. Run once each (-benchtime 1x):
 // every iteration creates real containers.
 

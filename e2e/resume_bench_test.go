@@ -58,7 +58,7 @@ func role(r engine.Role) func([]any) bool {
 	}
 }
 
-// killPoints: the five places issue 12 names, and a workflow task. Activities heartbeat
+// killPoints: the five kill points of BENCHMARKS.md (Worker death), and a workflow task. Activities heartbeat
 // every second from their start, so a kill just after a heartbeat (1.05 s, 2.05 s in, or at
 // the start) is the worst case: the server waits a whole heartbeat timeout.
 var killPoints = []killPoint{
@@ -391,7 +391,7 @@ func resumeOf(t testing.TB, hist []*historypb.HistoryEvent, k killed) resumed {
 	return r
 }
 
-// BenchmarkWorkerDeath (issue 12): how soon a release resumes after the worker running it
+// BenchmarkWorkerDeath (BENCHMARKS.md, Worker death): how soon a release resumes after the worker running it
 // is SIGKILLed, at six kill points: canary start, verification, batch start, traffic
 // switch, rollback (killPoints), and a workflow task. Each run is a release of the demo
 // service on one cluster (2 replicas, canary 1, batches of 1; 1.0.0 → 1.1.0, or → bad-errors

@@ -327,7 +327,7 @@ const (
 	DefaultTemporalPort = 7233
 )
 
-// LoadTest is a load test of one service, optionally on a schedule (issue 6).
+// LoadTest is a load test of one service, optionally on a schedule (docs/loadtests.md).
 type LoadTest struct {
 	// Name of the load test (a DNS label, unique in the environment).
 	Name string `yaml:"name" json:"name"`

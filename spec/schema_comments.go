@@ -51,7 +51,7 @@ var schemaComments = map[string]string{
 	"github.com/slipwayhq/slipway/spec.Health.Retries":                         "Retries is how many consecutive failed checks make a replica unhealthy.",
 	"github.com/slipwayhq/slipway/spec.Health.StartPeriod":                     "StartPeriod is a grace period after start during which failed checks do not count.",
 	"github.com/slipwayhq/slipway/spec.Health.Timeout":                         "Timeout of one check.",
-	"github.com/slipwayhq/slipway/spec.LoadTest":                               "LoadTest is a load test of one service, optionally on a schedule (issue 6).",
+	"github.com/slipwayhq/slipway/spec.LoadTest":                               "LoadTest is a load test of one service, optionally on a schedule (docs/loadtests.md).",
 	"github.com/slipwayhq/slipway/spec.LoadTest.Clusters":                      "Clusters to load; default every cluster of the service.",
 	"github.com/slipwayhq/slipway/spec.LoadTest.Duration":                      "Duration of the measured part of the test.",
 	"github.com/slipwayhq/slipway/spec.LoadTest.Name":                          "Name of the load test (a DNS label, unique in the environment).",

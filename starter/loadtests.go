@@ -26,7 +26,7 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// Load-test routes (issue 6):
+// Load-test routes (docs/loadtests.md):
 //
 //	GET    /v1/loadtests/schedules[?environment=]          the load-test schedules (read)
 //	POST   /v1/loadtests/schedules[?dry_run=true]          sync an environment's schedules from a spec (release)

@@ -43,7 +43,7 @@ func retry(attempts int32) *temporal.RetryPolicy {
 // So a release moves again within heartbeatTimeout + InitialInterval of the kill, plus the
 // server's own delays (measured: up to about a second), plus the sticky timeout when the
 // next workflow task was meant for the dead worker: 2.5 + 0.5 + 1 + 0.5 s, within the 5 s
-// of issue 12 (BenchmarkWorkerDeath).
+// of the recovery budget (BenchmarkWorkerDeath; BENCHMARKS.md, Worker death).
 const (
 	// heartbeatTimeout is every activity's heartbeat timeout: two and a half heartbeat
 	// periods, so one late heartbeat on a busy worker does not fail an attempt.

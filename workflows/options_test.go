@@ -9,7 +9,7 @@ import (
 )
 
 // recoveryBudget is how soon after a worker's death (SIGKILL, wherever it lands) a release
-// must move again on another worker (issue 12; BenchmarkWorkerDeath measures it).
+// must move again on another worker (BenchmarkWorkerDeath measures it; BENCHMARKS.md, Worker death).
 const recoveryBudget = 5 * time.Second
 
 // heartbeatPeriod is the longest gap between two heartbeats of a running activity: the

@@ -1,6 +1,6 @@
 package main
 
-// slipway loadtest: run a spec's load test now, show a run, cancel one (issue 6). Like
+// slipway loadtest: run a spec's load test now, show a run, cancel one (docs/loadtests.md). Like
 // `slipway schedules`, these talk to Temporal directly (the flags of `slipway worker`); the
 // API offers the same under /v1/loadtests.
 

@@ -1,6 +1,6 @@
 package main
 
-// slipway schedules: the load-test schedules of an environment (issue 6). These commands
+// slipway schedules: the load-test schedules of an environment (docs/loadtests.md). These commands
 // talk to Temporal directly, with the same flags and environment as `slipway worker`
 // (--temporal-address, --temporal-namespace, TEMPORAL_*), so a pipeline can sync a spec
 // without an API token; the API offers the same under /v1/loadtests/schedules.

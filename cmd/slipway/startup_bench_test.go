@@ -109,7 +109,7 @@ func rssMiB(tb testing.TB, pid int) float64 {
 // BenchmarkDevStartup measures `slipway dev` from process start to /readyz 200 and its
 // resident memory after 5 s idle, against a baseline measured in the same run: the same
 // binary running only the embedded Temporal server and Web UI (--temporal-only). Goals
-// (issue 2): under 3 s and under 250 MiB.
+// (BENCHMARKS.md, Start-up): under 3 s and under 250 MiB.
 func BenchmarkDevStartup(b *testing.B) {
 	if testing.Short() {
 		b.Skip("starts processes")
