@@ -1,7 +1,6 @@
 package workflows
 
 import (
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -109,9 +108,9 @@ func LoadTest(ctx workflow.Context, in LoadTestInput) (LoadTestResult, error) {
 		r.finish(dctx)
 		return *res, temporal.NewCanceledError(res.Reason)
 	case err != nil:
-		res.Outcome, res.Reason = LoadTestError, "the load could not be measured: "+ltErrText(err)
+		res.Outcome, res.Reason = LoadTestError, "the load could not be measured: "+stepErrText(err)
 		r.finish(dctx)
-		return *res, temporal.NewNonRetryableApplicationError(res.Reason, ltErrType(err), nil)
+		return *res, temporal.NewNonRetryableApplicationError(res.Reason, errType(err), nil)
 	default:
 		res.Metrics = &metrics
 		checks, passed := EvaluateSLOs(in.Test.SLO, metrics)
@@ -267,7 +266,7 @@ func (r *loadTestRun) scaleIn(ctx workflow.Context) {
 			Target: byName[c], RunID: r.wid, Service: r.in.Service,
 		}).Get(ctx, &res)
 		if err != nil {
-			r.st.Result.ScaleBackErrors = append(r.st.Result.ScaleBackErrors, fmt.Sprintf("%s: %s", c, ltErrText(err)))
+			r.st.Result.ScaleBackErrors = append(r.st.Result.ScaleBackErrors, fmt.Sprintf("%s: %s", c, stepErrText(err)))
 			workflow.GetLogger(ctx).Error("scale-in failed: extra replicas are left running", "cluster", c, "error", err)
 			continue
 		}
@@ -316,7 +315,7 @@ func (r *loadTestRun) compare(ctx workflow.Context) {
 			Environment: r.in.Environment, Test: r.in.Test.Name, Service: r.in.Service.Name, Mode: r.in.Mode, Exclude: r.wid,
 		}).Get(ctx, &found)
 		if err != nil {
-			res.ComparisonError = ltErrText(err)
+			res.ComparisonError = stepErrText(err)
 			return
 		}
 		prev = found
@@ -413,31 +412,4 @@ func ltMajorityVersion(cs []LoadTestClusterBase) string {
 		}
 	}
 	return best
-}
-
-// ltErrText is the readable text of an activity or child failure: the step that failed and
-// the application error's own message, without the SDK's wrapping.
-func ltErrText(err error) string {
-	var ae *temporal.ApplicationError
-	if !errors.As(err, &ae) {
-		return err.Error()
-	}
-	step, _, _ := strings.Cut(err.Error(), ": ")
-	msg := strings.TrimSuffix(ae.Message(), ".")
-	if step != "" && !strings.HasPrefix(msg, step) && !strings.Contains(step, " error (") {
-		msg = step + ": " + msg
-	}
-	if ae.Type() != "" {
-		msg += " (" + ae.Type() + ")"
-	}
-	return msg
-}
-
-// ltErrType is the application error type of err ("LoadTestError" when it has none).
-func ltErrType(err error) string {
-	var ae *temporal.ApplicationError
-	if errors.As(err, &ae) && ae.Type() != "" {
-		return ae.Type()
-	}
-	return "LoadTestError"
 }

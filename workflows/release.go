@@ -899,6 +899,33 @@ func errText(err error) string {
 	return err.Error()
 }
 
+// stepErrText is errText with the step that failed in front (the load test's messages):
+// the step and the application error's own message, without the SDK's wrapping.
+func stepErrText(err error) string {
+	var ae *temporal.ApplicationError
+	if !errors.As(err, &ae) {
+		return err.Error()
+	}
+	step, _, _ := strings.Cut(err.Error(), ": ")
+	msg := strings.TrimSuffix(ae.Message(), ".")
+	if step != "" && !strings.HasPrefix(msg, step) && !strings.Contains(step, " error (") {
+		msg = step + ": " + msg
+	}
+	if ae.Type() != "" {
+		msg += " (" + ae.Type() + ")"
+	}
+	return msg
+}
+
+// errType is the application error type of err ("LoadTestError" when it has none).
+func errType(err error) string {
+	var ae *temporal.ApplicationError
+	if errors.As(err, &ae) && ae.Type() != "" {
+		return ae.Type()
+	}
+	return "LoadTestError"
+}
+
 // newNames are the container names of slots [from, to) of the new version on a cluster.
 func (r *release) newNames(s spec.Service, cp *ClusterPlan, from, to int) []string {
 	var out []string
