@@ -66,8 +66,7 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 		// The load test's scale-out starts replicas too: with the release's secrets.
 		opts.LoadTests.Secrets = opts.Activities.Secrets
 	}
-	workflows.Register(w)
-	workflows.RegisterLoadTest(w)
+	workflows.RegisterAll(w)
 	activities.Register(w, activities.New(d, opts.Activities))
 	activities.RegisterLoadTest(w, activities.NewLoadTest(d, opts.LoadTests))
 	activities.RegisterReleases(w, activities.NewReleases(c))

@@ -9,7 +9,16 @@ import (
 	"github.com/slipwayhq/slipway/spec"
 )
 
-// Register registers every workflow of this package under its explicit, stable name.
+// RegisterAll registers every workflow the worker runs (releases, their locks and repairs,
+// plans, load tests) under its stable name: the worker and the replay test call it, so a
+// history replays against exactly what the worker runs.
+func RegisterAll(r sdkworker.WorkflowRegistry) {
+	Register(r)
+	RegisterLoadTest(r)
+}
+
+// Register registers the release workflows (Release, Plan, ReleaseLock, ReleaseRepair) under
+// their explicit, stable names.
 func Register(r sdkworker.WorkflowRegistry) {
 	r.RegisterWorkflowWithOptions(Release, workflow.RegisterOptions{Name: ReleaseWorkflowName})
 	r.RegisterWorkflowWithOptions(PlanWorkflow, workflow.RegisterOptions{Name: PlanWorkflowName})
