@@ -240,6 +240,12 @@ func AssertNoContainers(t testing.TB, environment string) {
 			where = "the default engine"
 		}
 		containers, networks, err := leftovers(ctx, host, environment)
+		// A probe container whose job just ended is being removed by the engine itself
+		// (AutoRemove): give it a few seconds before calling it a leftover.
+		for settle := time.Now().Add(10 * time.Second); err == nil && onlyProbes(containers) && time.Now().Before(settle); {
+			time.Sleep(200 * time.Millisecond)
+			containers, networks, err = leftovers(ctx, host, environment)
+		}
 		if err != nil {
 			t.Errorf("testenv: looking for leftovers of %q on %s: %v", environment, where, err)
 			continue
@@ -261,6 +267,16 @@ func AssertNoContainers(t testing.TB, environment string) {
 			}
 		}
 	}
+}
+
+// onlyProbes reports whether every container named is a probe container (and there is one).
+func onlyProbes(containers []string) bool {
+	for _, c := range containers {
+		if !strings.HasPrefix(c, "slipway-probe.") {
+			return false
+		}
+	}
+	return len(containers) > 0
 }
 
 // network is a Docker network found by leftovers.
