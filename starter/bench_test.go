@@ -3,6 +3,8 @@ package starter_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"sort"
 	"sync"
@@ -15,15 +17,21 @@ import (
 	"go.temporal.io/sdk/temporal"
 
 	"github.com/slipwayhq/slipway/apiclient"
+	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/starter"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// BenchmarkStatusPollers: p99 latency of GET /v1/releases/{id} under 200 concurrent pollers,
-// next to the same status query sent straight to Temporal in the same run. The release
-// stands at its approval gate, so the worker answers every query with a live status.
-// Metrics: p99 of each side in ms and their ratio (api/direct).
+// BenchmarkStatusPollers: p99 latency of a release's status under 200 concurrent pollers
+// (10 calls each), three ways in the same run: GET /v1/releases/{id} through the API; the
+// API's own merged status query called directly on a Temporal client (starter.StatusQueries:
+// concurrent queries of one release share the one in flight, singleflight), so api/merged is
+// what HTTP, auth and the JSON view cost; and the same query with every caller sending its
+// own (unmerged/merged is what merging buys). The release stands at its approval gate, so
+// the worker answers every query with a live status. The order of the three sides rotates
+// from run to run (-count n). Metrics: p50 and p99 of each side in ms, the ratios of the
+// p99s, the 1-minute load average.
 func BenchmarkStatusPollers(b *testing.B) {
 	const pollers, perPoller = 200, 10
 	env := benchEnv(b)
@@ -71,26 +79,54 @@ func BenchmarkStatusPollers(b *testing.B) {
 		}
 		return nil
 	}
-	direct := func() error {
-		v, err := a.tc.QueryWorkflow(ctx, rel.ID, "", workflows.QueryStatus)
-		if err != nil {
+	// The direct client: a Server of its own (its own merge group), used only for its status
+	// queries, on the same Temporal client.
+	ts := temporalServer(b)
+	ds, err := starter.New(starter.Config{Client: ts.Client(), Namespace: ts.Namespace(), DeploymentsDir: b.TempDir(),
+		Tokens: testTokens(b), QueryTimeout: time.Minute, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	mergedQuery, singleQuery := starter.StatusQueries(ds)
+	query := func(q func(context.Context, string) (*workflows.ReleaseStatus, error)) func() error {
+		return func() error {
+			st, err := q(ctx, rel.ID)
+			if err == nil && st.Outcome != workflows.OutcomeNone {
+				err = fmt.Errorf("release ended: %s", st.Outcome)
+			}
 			return err
 		}
-		var st workflows.ReleaseStatus
-		return v.Get(&st)
 	}
-	var apiLat, directLat []time.Duration
+	sides := []struct {
+		name string
+		call func() error
+		lat  []time.Duration
+	}{{"api", viaAPI, nil}, {"merged", query(mergedQuery), nil}, {"unmerged", query(singleQuery), nil}}
+	load0 := testenv.LoadAverage(b)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		directLat = append(directLat, poll(b, pollers, perPoller, direct)...)
-		apiLat = append(apiLat, poll(b, pollers, perPoller, viaAPI)...)
+		first := statusRuns.Add(1) - 1
+		for k := range sides {
+			sd := &sides[(int(first)+k)%len(sides)]
+			sd.lat = append(sd.lat, poll(b, pollers, perPoller, sd.call)...)
+		}
 	}
 	b.StopTimer()
-	pa, pd := p99(apiLat), p99(directLat)
-	b.ReportMetric(float64(pa)/1e6, "api-p99-ms")
-	b.ReportMetric(float64(pd)/1e6, "direct-p99-ms")
-	b.ReportMetric(float64(pa)/float64(pd), "p99-ratio")
+	p99s := map[string]float64{}
+	for _, sd := range sides {
+		p99s[sd.name] = float64(pct(sd.lat, 99)) / 1e6
+		b.ReportMetric(float64(pct(sd.lat, 50))/1e6, sd.name+"-p50-ms")
+		b.ReportMetric(p99s[sd.name], sd.name+"-p99-ms")
+	}
+	b.ReportMetric(p99s["api"]/p99s["merged"], "api/merged")
+	b.ReportMetric(p99s["unmerged"]/p99s["merged"], "unmerged/merged")
+	b.ReportMetric(p99s["api"]/p99s["unmerged"], "api/unmerged")
+	b.ReportMetric((load0+testenv.LoadAverage(b))/2, "load1")
 }
+
+// statusRuns and startRuns count the runs of each benchmark in this process, so that
+// -count n rotates which side goes first.
+var statusRuns, startRuns atomic.Int64
 
 // poll runs n pollers, each making k calls, and returns every call's latency.
 func poll(b *testing.B, n, k int, call func() error) []time.Duration {
@@ -123,15 +159,17 @@ func poll(b *testing.B, n, k int, call func() error) []time.Duration {
 	return out
 }
 
-func p99(l []time.Duration) time.Duration {
+// pct is the p-th percentile of l (sorted in place).
+func pct(l []time.Duration, p int) time.Duration {
 	sort.Slice(l, func(i, j int) bool { return l[i] < l[j] })
-	return l[(len(l)*99)/100]
+	return l[(len(l)*p)/100]
 }
 
 // BenchmarkReleaseStarts: release starts per second through POST /v1/releases (auth, spec
 // parse and validation, overlap check, start) next to ExecuteWorkflow of the same input
 // straight to Temporal, 8 clients in parallel each. The task queue has no worker, so only
-// the start is measured. Metrics: starts/s of each side and their ratio (api/direct).
+// the start is measured. The side that goes first alternates from run to run (-count n).
+// Metrics: starts/s of each side, their ratio (api/direct), the 1-minute load average.
 func BenchmarkReleaseStarts(b *testing.B) {
 	const starts, clients = 120, 8
 	queue := "bench-starts-no-worker"
@@ -153,28 +191,40 @@ func BenchmarkReleaseStarts(b *testing.B) {
 		parsed[i] = e
 	}
 	var apiTime, directTime time.Duration
+	load0 := testenv.LoadAverage(b)
 	b.ResetTimer()
 	for it := 0; it < b.N; it++ {
 		base := it * starts
-		apiTime += parallel(b, starts, clients, func(i int) error {
-			env := fmt.Sprintf("bench-a%s-%d", run, base+i)
-			_, err := c.StartRelease(context.Background(), apiclient.StartRequest{Spec: []byte(specYAML(env, svc{name: "web", version: "1.0.0"})), SpecName: "bench.yaml"})
-			return err
-		})
-		directTime += parallel(b, starts, clients, func(i int) error {
-			e := parsed[base+i]
-			in := workflows.ReleaseInput{ID: fmt.Sprintf("d%d", base+i), Spec: *e, TriggeredBy: "admin"}
-			_, err := a.tc.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
-				ID: workflows.ReleaseWorkflowID(e.Environment, in.ID), TaskQueue: queue,
-				WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-				TypedSearchAttributes: temporal.NewSearchAttributes(
-					temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(e.Environment),
-					temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet([]string{"web"}),
-					temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet("release"),
-				),
-			}, workflows.ReleaseWorkflowName, in)
-			return err
-		})
+		viaAPI := func() {
+			apiTime += parallel(b, starts, clients, func(i int) error {
+				env := fmt.Sprintf("bench-a%s-%d", run, base+i)
+				_, err := c.StartRelease(context.Background(), apiclient.StartRequest{Spec: []byte(specYAML(env, svc{name: "web", version: "1.0.0"})), SpecName: "bench.yaml"})
+				return err
+			})
+		}
+		direct := func() {
+			directTime += parallel(b, starts, clients, func(i int) error {
+				e := parsed[base+i]
+				in := workflows.ReleaseInput{ID: fmt.Sprintf("d%d", base+i), Spec: *e, TriggeredBy: "admin"}
+				_, err := a.tc.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
+					ID: workflows.ReleaseWorkflowID(e.Environment, in.ID), TaskQueue: queue,
+					WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+					TypedSearchAttributes: temporal.NewSearchAttributes(
+						temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(e.Environment),
+						temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet([]string{"web"}),
+						temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet("release"),
+					),
+				}, workflows.ReleaseWorkflowName, in)
+				return err
+			})
+		}
+		if startRuns.Add(1)%2 == 1 {
+			viaAPI()
+			direct()
+		} else {
+			direct()
+			viaAPI()
+		}
 	}
 	b.StopTimer()
 	n := float64(starts * b.N)
@@ -182,6 +232,7 @@ func BenchmarkReleaseStarts(b *testing.B) {
 	b.ReportMetric(ra, "api-starts/s")
 	b.ReportMetric(rd, "direct-starts/s")
 	b.ReportMetric(ra/rd, "starts-ratio")
+	b.ReportMetric((load0+testenv.LoadAverage(b))/2, "load1")
 }
 
 // parallel runs fn(0..n-1) on k goroutines and returns the wall time.
