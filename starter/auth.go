@@ -258,8 +258,10 @@ func (p *principal) canEnv(env string) bool {
 }
 
 // allow takes one request from the principal's bucket; it returns how long to wait when the
-// bucket is empty.
-func (p *principal) allow(def rate.Limit, defBurst int) (bool, time.Duration) {
+// bucket is empty. A token's limit is for the whole API: with replicas > 1 API processes
+// behind one address, this process enforces its share, rate/replicas with a bucket of
+// burst/replicas (at least one request), so the replicas together admit what one would.
+func (p *principal) allow(def rate.Limit, defBurst, replicas int) (bool, time.Duration) {
 	p.mu.Lock()
 	if p.limiter == nil {
 		lim, burst := def, defBurst
@@ -272,7 +274,7 @@ func (p *principal) allow(def rate.Limit, defBurst int) (bool, time.Duration) {
 		if p.burst > 0 {
 			burst = p.burst
 		}
-		p.limiter = rate.NewLimiter(lim, burst)
+		p.limiter = rate.NewLimiter(shareOf(lim, burst, replicas))
 	}
 	lim := p.limiter
 	p.mu.Unlock()
@@ -286,6 +288,19 @@ func (p *principal) allow(def rate.Limit, defBurst int) (bool, time.Duration) {
 		return false, d
 	}
 	return true, 0
+}
+
+// shareOf is one replica's share of a token's limit: the rate divided by the number of
+// replicas, and the bucket too, rounded up to at least one request.
+func shareOf(lim rate.Limit, burst, replicas int) (rate.Limit, int) {
+	if replicas <= 1 {
+		return lim, burst
+	}
+	b := (burst + replicas - 1) / replicas
+	if b < 1 {
+		b = 1
+	}
+	return lim / rate.Limit(replicas), b
 }
 
 const (
@@ -312,7 +327,7 @@ func (s *Server) authenticate(c *gin.Context) {
 		writeProblem(c, unauthorized("unknown token"))
 		return
 	}
-	if ok, wait := p.allow(s.cfg.rateLimit(), s.cfg.rateBurst()); !ok {
+	if ok, wait := p.allow(s.cfg.rateLimit(), s.cfg.rateBurst(), s.cfg.Replicas); !ok {
 		secs := int(math.Ceil(wait.Seconds()))
 		if secs < 1 {
 			secs = 1

@@ -397,18 +397,19 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 		}
 	}
 	sort.Strings(versions)
-	conflictPolicy := enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL
-	if idempotent {
-		conflictPolicy = enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING
-	}
+	// An idempotent start that finds its workflow already started (by another API replica
+	// in the same instant: the lookup above is not atomic with the start) fails here, and
+	// the caller gets that release, marked existing. Temporal decides who started it.
 	opts := client.StartWorkflowOptions{
 		ID:                       wid,
 		TaskQueue:                s.cfg.TaskQueue,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-		WorkflowIDConflictPolicy: conflictPolicy,
-		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
-		Memo:                     map[string]any{memoRequestHash: reqHash, memoDescription: req.in.Description},
-		TypedSearchAttributes:    workflows.ReleaseStartAttributes(env, req.scope, versions, actor),
+		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_FAIL,
+		// Without it the SDK hands back the running workflow as if this call had started it.
+		WorkflowExecutionErrorWhenAlreadyStarted: true,
+		WorkflowTaskTimeout:                      workflows.WorkflowTaskTimeout,
+		Memo:                                     map[string]any{memoRequestHash: reqHash, memoDescription: req.in.Description},
+		TypedSearchAttributes:                    workflows.ReleaseStartAttributes(env, req.scope, versions, actor),
 	}
 	run, err := s.tc.ExecuteWorkflow(ctx, opts, workflows.ReleaseWorkflowName, req.in)
 	if err != nil {

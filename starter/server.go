@@ -44,6 +44,10 @@ type Config struct {
 	// bucket (default 2×RateLimit). A token's own rate_limit wins.
 	RateLimit float64
 	RateBurst int
+	// Replicas is how many API processes serve the same clients (default 1). Rate limits are
+	// the whole API's: each replica enforces 1/Replicas of every limit, which adds up to the
+	// limit when a load balancer spreads a token's requests evenly (docs/production.md).
+	Replicas int
 	// MaxBodyBytes caps request bodies (default 1 MiB, spec.MaxSpecBytes): 413 above it.
 	MaxBodyBytes int64
 	// MaxWait caps ?wait (default 30 min).
@@ -97,6 +101,9 @@ func (c *Config) defaults() error {
 			c.RateBurst = 1
 		}
 	}
+	if c.Replicas <= 0 {
+		c.Replicas = 1
+	}
 	if c.MaxBodyBytes <= 0 {
 		c.MaxBodyBytes = spec.MaxSpecBytes
 	}
@@ -138,7 +145,10 @@ type Server struct {
 	// ended caches the final view of closed releases (immutable once closed).
 	ended endedCache
 	// envLocks serialise overlap check + start per environment inside this process, and
-	// recent remembers releases started here until visibility lists them.
+	// recent remembers releases started here until visibility lists them. Both only make the
+	// 409 at the door sharper: with several replicas, a release started through another one
+	// in the last second may not be listed yet, and the release locks (workflows/lock.go),
+	// taken in Temporal, are what refuses it (outcome refused, nothing changed).
 	envMu    sync.Mutex
 	envLocks map[string]*sync.Mutex
 	recent   recentStarts

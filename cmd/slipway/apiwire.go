@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,18 @@ import (
 
 // tokensFileEnv names the API tokens file when --tokens-file is not given.
 const tokensFileEnv = "SLIPWAY_TOKENS_FILE"
+
+// apiReplicasEnv gives `slipway api --replicas` its default.
+const apiReplicasEnv = "SLIPWAY_API_REPLICAS"
+
+// envInt is the integer in environment variable name, or def when it is unset or not a
+// positive integer.
+func envInt(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
+		return n
+	}
+	return def
+}
 
 // devTokenFile is where `slipway dev` keeps its token (mode 0600); the CLI reads it when
 // $SLIPWAY_TOKEN is not set.
@@ -43,6 +56,7 @@ func newAPIHandler(c client.Client, namespace string, f *apiFlags, check func(co
 		Tokens:         tokens,
 		WebUIURL:       f.uiURL,
 		EngineCheck:    check,
+		Replicas:       f.replicas,
 	})
 	if err != nil {
 		return nil, err

@@ -33,6 +33,7 @@ type apiFlags struct {
 	tokensFile     string
 	uiURL          string
 	checkEngines   bool
+	replicas       int             // API processes behind one address: each enforces its share of rate limits
 	tokens         *starter.Tokens // set by `dev` when it made its own token
 }
 
@@ -242,6 +243,7 @@ func newAPICmd() *cobra.Command {
 	at.register(apiCmd)
 	aapi.register(apiCmd, "0.0.0.0:8080", false)
 	apiCmd.Flags().StringVar(&aapi.uiURL, "ui-url", "", "base URL of the Temporal Web UI, for links in API answers")
+	apiCmd.Flags().IntVar(&aapi.replicas, "replicas", envInt(apiReplicasEnv, 1), "how many API replicas serve the same clients (default: $"+apiReplicasEnv+" or 1); each enforces that share of every token's rate limit")
 	return apiCmd
 }
 
