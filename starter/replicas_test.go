@@ -224,3 +224,55 @@ func TestRateLimitIsSharedByReplicas(t *testing.T) {
 		t.Fatalf("two replicas admitted %d requests of a token with a bucket of 4, want 4", admitted)
 	}
 }
+
+// TestEventStreamResumesOnAnotherReplica: a client reading a release's event stream from one
+// replica that goes away resumes on the other with Last-Event-ID, and sees every event once,
+// in order, up to the outcome.
+func TestEventStreamResumesOnAnotherReplica(t *testing.T) {
+	startWorker(t)
+	rs := replicas(t, 2, nil)
+	env := e2eEnv(t)
+	rs[0].checkIn(env, specYAML(env, svc{name: "web", version: "1.0.0"}))
+	rel, err := rs[0].client(tokAdmin).StartRelease(context.Background(), apiclient.StartRequest{
+		Trigger: &apiclient.TriggerRequest{Environment: env, Services: map[string]string{"web": "1.0.0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first replica's stream, left after the third event (its replica "died").
+	first, _ := followAll(t, rs[0].client(tokAdmin), rel.ID, 3*time.Minute, func(ev apiclient.StreamEvent) bool {
+		return ev.Type == apiclient.EventPhase && ev.Event.Seq >= 3
+	})
+	if len(first) == 0 {
+		t.Fatal("no event from the first replica")
+	}
+	last := first[len(first)-1].Seq
+	// The same client resumes on the second replica.
+	var rest []workflows.Event
+	var final *apiclient.Release
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	err = rs[1].client(tokAdmin).Follow(ctx, rel.ID, last, func(ev apiclient.StreamEvent) error {
+		switch ev.Type {
+		case apiclient.EventPhase:
+			rest = append(rest, *ev.Event)
+		case apiclient.EventOutcome:
+			final = ev.Release
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("follow on the second replica after seq %d: %v", last, err)
+	}
+	if final == nil || final.Outcome != workflows.OutcomeSucceeded {
+		t.Fatalf("final view from the second replica: %+v", final)
+	}
+	all := append(first, rest...)
+	for i, ev := range all {
+		if ev.Seq != i+1 {
+			t.Fatalf("event %d has seq %d: the resumed stream lost or repeated events (resumed after %d): %v", i, ev.Seq, last, all)
+		}
+	}
+	if len(all) != len(final.Status.Events) {
+		t.Fatalf("read %d events over two replicas, the release recorded %d", len(all), len(final.Status.Events))
+	}
+}
