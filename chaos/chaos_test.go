@@ -29,6 +29,7 @@ import (
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
 	"github.com/slipwayhq/slipway/internal/testenv"
+	"github.com/slipwayhq/slipway/workflows"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
@@ -55,11 +56,6 @@ const (
 	// releaseTimeout bounds one release, from its POST to its end (kills included).
 	releaseTimeout = 10 * time.Minute
 )
-
-// lockID and repairID are the workflow IDs of a service's release lock and of the repair of
-// a release closed from outside Slipway (workflows.LockWorkflowID, RepairWorkflowID).
-func lockID(env, service string) string { return "slipway-lock-" + env + "-" + service }
-func repairID(releaseWID string) string { return "slipway-repair-" + releaseWID }
 
 type config struct {
 	releases   int
@@ -888,7 +884,7 @@ func (h *harness) terminate(ctx context.Context, rec *record) {
 // checkLock: once a release has ended, its service's lock is free (soon: a lock ends through
 // a worker, which may just have been killed).
 func (h *harness) checkLock(ctx context.Context, rec *record) {
-	id := lockID(h.env, rec.service)
+	id := workflows.LockWorkflowID(h.env, rec.service)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		d, err := h.tc.DescribeWorkflowExecution(ctx, id, "")
@@ -907,7 +903,7 @@ func (h *harness) checkLock(ctx context.Context, rec *record) {
 // checkRepair: a release terminated by hand was repaired by its repair workflow, which has
 // ended.
 func (h *harness) checkRepair(ctx context.Context, rec *record) {
-	id := repairID(rec.id)
+	id := workflows.RepairWorkflowID(rec.id)
 	deadline := time.Now().Add(90 * time.Second)
 	for {
 		d, err := h.tc.DescribeWorkflowExecution(ctx, id, "")

@@ -302,7 +302,7 @@ func TestLoadTestsOnDemoContainers(t *testing.T) {
 	if err != nil || rep.Count(schedules.Created) != 1 {
 		t.Fatalf("sync: %+v, %v", rep, err)
 	}
-	h := c.ScheduleClient().GetHandle(context.Background(), schedules.ID(envName, "peak"))
+	h := c.ScheduleClient().GetHandle(context.Background(), workflows.LoadTestScheduleID(envName, "peak"))
 	if err := h.Trigger(ctxT(t, 10*time.Second), client.ScheduleTriggerOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -313,7 +313,7 @@ func TestLoadTestsOnDemoContainers(t *testing.T) {
 			wid = desc.Info.RecentActions[0].StartWorkflowResult.WorkflowID
 		}
 	}
-	if !strings.HasPrefix(wid, schedules.ID(envName, "peak")) {
+	if !strings.HasPrefix(wid, workflows.LoadTestScheduleID(envName, "peak")) {
 		t.Fatalf("scheduled run workflow ID %q", wid)
 	}
 	var sres workflows.LoadTestResult

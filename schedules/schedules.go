@@ -45,13 +45,6 @@ const (
 // CatchupWindow is how late a missed scheduled run may still start.
 const CatchupWindow = 10 * time.Minute
 
-// IDPrefix starts every load-test schedule ID.
-const IDPrefix = "loadtest-"
-
-// ID is the schedule ID of a load test: "loadtest-<environment>-<test>". It is also the
-// prefix of its runs' workflow IDs (the server appends the scheduled time).
-func ID(environment, test string) string { return IDPrefix + environment + "-" + test }
-
 // Options tune Sync.
 type Options struct {
 	// TaskQueue the runs go to (default workflows.TaskQueue).
@@ -124,7 +117,7 @@ func Plan(env *spec.Environment, taskQueue string) ([]Desired, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schedules: %w", err)
 		}
-		id := ID(env.Environment, lt.Name)
+		id := workflows.LoadTestScheduleID(env.Environment, lt.Name)
 		in.TriggeredBy = "schedule " + id
 		h := sha256.New()
 		enc := json.NewEncoder(h) // map keys sorted: the hash is stable
@@ -332,7 +325,7 @@ func List(ctx context.Context, c client.Client, environment string) ([]Info, err
 		if err != nil {
 			return nil, fmt.Errorf("list schedules: %w", err)
 		}
-		if !strings.HasPrefix(e.ID, IDPrefix) {
+		if !strings.HasPrefix(e.ID, workflows.LoadTestIDPrefix) {
 			continue
 		}
 		env, test := memoString(e.Memo, MemoEnvironment), memoString(e.Memo, MemoLoadTest)
@@ -354,7 +347,7 @@ func List(ctx context.Context, c client.Client, environment string) ([]Info, err
 
 // Get describes the schedule of one load test (strongly consistent).
 func Get(ctx context.Context, c client.Client, environment, test string) (Info, error) {
-	id := ID(environment, test)
+	id := workflows.LoadTestScheduleID(environment, test)
 	desc, err := c.ScheduleClient().GetHandle(ctx, id).Describe(ctx)
 	if err != nil {
 		return Info{}, fmt.Errorf("describe schedule %s: %w", id, err)
@@ -383,7 +376,7 @@ func Delete(ctx context.Context, c client.Client, environment, test string) ([]s
 	}
 	var ids []string
 	if test != "" {
-		ids = []string{ID(environment, test)}
+		ids = []string{workflows.LoadTestScheduleID(environment, test)}
 	} else {
 		list, err := List(ctx, c, environment)
 		if err != nil {

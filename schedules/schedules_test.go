@@ -167,7 +167,7 @@ func TestSyncCreatesUpdatesAndDeletes(t *testing.T) {
 	if got := actions(dry); got["nightly"] != schedules.Created || got["frequent"] != schedules.Created || len(got) != 2 {
 		t.Fatalf("dry run = %v, want nightly and frequent created", got)
 	}
-	if _, err := c.ScheduleClient().GetHandle(context.Background(), schedules.ID(env, "nightly")).Describe(ctxT(t, 10*time.Second)); !isNotFound(err) {
+	if _, err := c.ScheduleClient().GetHandle(context.Background(), workflows.LoadTestScheduleID(env, "nightly")).Describe(ctxT(t, 10*time.Second)); !isNotFound(err) {
 		t.Fatalf("a dry run created a schedule (describe: %v)", err)
 	}
 
@@ -179,7 +179,7 @@ func TestSyncCreatesUpdatesAndDeletes(t *testing.T) {
 		t.Fatalf("first sync = %v, want nightly and frequent created (adhoc has no schedule)", got)
 	}
 
-	nightly := describe(t, c, schedules.ID(env, "nightly"))
+	nightly := describe(t, c, workflows.LoadTestScheduleID(env, "nightly"))
 	if cal := nightly.Schedule.Spec.Calendars; len(cal) != 1 || !oneRange(cal[0].Hour, 3) || !oneRange(cal[0].Minute, 0) {
 		t.Errorf("nightly calendar = %+v, want 03:00", nightly.Schedule.Spec.Calendars)
 	}
@@ -198,7 +198,7 @@ func TestSyncCreatesUpdatesAndDeletes(t *testing.T) {
 		len(in.Targets) != 1 || in.Targets[0].Cluster != "a" || in.SpecHash == "" {
 		t.Errorf("nightly input = %+v", in)
 	}
-	frequent := describe(t, c, schedules.ID(env, "frequent"))
+	frequent := describe(t, c, workflows.LoadTestScheduleID(env, "frequent"))
 	if iv := frequent.Schedule.Spec.Intervals; len(iv) != 1 || iv[0].Every != 6*time.Hour {
 		t.Errorf("frequent intervals = %+v, want every 6h", iv)
 	}
@@ -232,7 +232,7 @@ func TestSyncCreatesUpdatesAndDeletes(t *testing.T) {
 	if got := actions(rep); got["nightly"] != schedules.Updated || got["frequent"] != schedules.Deleted || len(got) != 2 {
 		t.Fatalf("sync after the change = %v, want nightly updated, frequent deleted", got)
 	}
-	nightly = describe(t, c, schedules.ID(env, "nightly"))
+	nightly = describe(t, c, workflows.LoadTestScheduleID(env, "nightly"))
 	if cal := nightly.Schedule.Spec.Calendars; len(cal) != 1 || !oneRange(cal[0].Hour, 4) || !oneRange(cal[0].Minute, 30) || !oneRange(cal[0].DayOfWeek, 1) {
 		t.Errorf("nightly calendar after the change = %+v, want Monday 04:30", nightly.Schedule.Spec.Calendars)
 	}
@@ -240,7 +240,7 @@ func TestSyncCreatesUpdatesAndDeletes(t *testing.T) {
 	if err := converter.GetDefaultDataConverter().FromPayload(act.Args[0].(*commonpb.Payload), &in); err != nil || in.Test.Rate != 300 {
 		t.Errorf("nightly rate after the change = %d (%v), want 300", in.Test.Rate, err)
 	}
-	if _, err := c.ScheduleClient().GetHandle(context.Background(), schedules.ID(env, "frequent")).Describe(ctxT(t, 10*time.Second)); !isNotFound(err) {
+	if _, err := c.ScheduleClient().GetHandle(context.Background(), workflows.LoadTestScheduleID(env, "frequent")).Describe(ctxT(t, 10*time.Second)); !isNotFound(err) {
 		t.Errorf("frequent still exists after it left the spec (describe: %v)", err)
 	}
 	if _, err := schedules.Get(ctxT(t, 10*time.Second), c, other, "nightly"); err != nil {
@@ -287,7 +287,7 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("sync = %+v, %v", rep, err)
 	}
 	done, err := schedules.Delete(ctxT(t, 10*time.Second), c, env, "one")
-	if err != nil || len(done) != 1 || done[0] != schedules.ID(env, "one") {
+	if err != nil || len(done) != 1 || done[0] != workflows.LoadTestScheduleID(env, "one") {
 		t.Fatalf("delete one = %v, %v", done, err)
 	}
 	if done, err := schedules.Delete(ctxT(t, 10*time.Second), c, env, "one"); err != nil || len(done) != 0 {
@@ -295,7 +295,7 @@ func TestDelete(t *testing.T) {
 	}
 	waitListed(t, c, env, 1)
 	done, err = schedules.Delete(ctxT(t, 10*time.Second), c, env, "")
-	if err != nil || len(done) != 1 || done[0] != schedules.ID(env, "two") {
+	if err != nil || len(done) != 1 || done[0] != workflows.LoadTestScheduleID(env, "two") {
 		t.Fatalf("delete all = %v, %v", done, err)
 	}
 }

@@ -47,7 +47,7 @@ func keyShortID(actor, key string) string {
 // envOfID reads the environment out of a release id; ok is false for ids that are not
 // release ids (they are unknown releases: 404).
 func envOfID(id string) (env string, ok bool) {
-	rest, found := strings.CutPrefix(id, "release-")
+	rest, found := strings.CutPrefix(id, workflows.ReleaseIDPrefix)
 	if !found {
 		return "", false
 	}

@@ -21,7 +21,7 @@ import (
 func (s *Server) runPlan(c *gin.Context, env *spec.Environment) (*workflows.PlanResult, error) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.PlanTimeout)
 	defer cancel()
-	id := "plan-" + env.Environment + "-" + newShortID(time.Now())
+	id := workflows.PlanWorkflowID(env.Environment, newShortID(time.Now()))
 	run, err := s.tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
 		ID:                       id,
 		TaskQueue:                s.cfg.TaskQueue,

@@ -52,9 +52,6 @@ var SearchAttributeTypes = map[string]string{
 	SAKind:        "Keyword",
 }
 
-// ReleaseWorkflowID is the workflow ID of a release: "release-<environment>-<id>".
-func ReleaseWorkflowID(environment, id string) string { return "release-" + environment + "-" + id }
-
 // Phase is where a release (or one service/cluster of it) stands.
 type Phase string
 

@@ -2,9 +2,21 @@ package workflows
 
 import "go.temporal.io/sdk/temporal"
 
-// The search attributes a workflow starts with, built in one place for every caller that
-// starts one (the API, the CLI, schedules): the Web UI and the API's lists filter on them
-// from the first second, before the workflow's own upserts (progress.go) keep them current.
+// Search attributes, built in one place: those a workflow starts with, for every caller that
+// starts one (the API, the CLI, schedules), so the Web UI and the API's lists filter on them
+// from the first second; and those the workflows upsert as they go (progress.go, loadtest.go,
+// repair.go) to keep them current.
+
+// Typed search attribute keys (see the SA* names in api.go).
+var (
+	saEnvironment = temporal.NewSearchAttributeKeyKeyword(SAEnvironment)
+	saServices    = temporal.NewSearchAttributeKeyKeywordList(SAServices)
+	saVersions    = temporal.NewSearchAttributeKeyKeywordList(SAVersions)
+	saPhase       = temporal.NewSearchAttributeKeyKeyword(SAPhase)
+	saOutcome     = temporal.NewSearchAttributeKeyKeyword(SAOutcome)
+	saTriggeredBy = temporal.NewSearchAttributeKeyKeyword(SATriggeredBy)
+	saKind        = temporal.NewSearchAttributeKeyKeyword(SAKind)
+)
 
 // ReleaseStartAttributes are a release's search attributes at start: environment, the
 // services it may change, their versions ("svc=1.2.3"), pending, who triggered it.
@@ -31,4 +43,26 @@ func LoadTestStartAttributes(environment, service, triggeredBy string) temporal.
 		updates = append(updates, saTriggeredBy.ValueSet(triggeredBy))
 	}
 	return temporal.NewSearchAttributes(updates...)
+}
+
+// lockStartAttributes are the search attributes of a lock that outlives its release: findable
+// while held after a failure (HeldLocksQuery).
+func lockStartAttributes(environment, service string) temporal.SearchAttributes {
+	return temporal.NewSearchAttributes(
+		saKind.ValueSet(KindLock), saEnvironment.ValueSet(environment),
+		saServices.ValueSet([]string{service}), saPhase.ValueSet(LockHeld))
+}
+
+// runAttributes are the search attributes a release or a load test upserts as it goes: all
+// of them, current (outcome "running" until it ends).
+func runAttributes(kind, environment string, services, versions []string, phase, outcome, triggeredBy string) []temporal.SearchAttributeUpdate {
+	return []temporal.SearchAttributeUpdate{
+		saKind.ValueSet(kind),
+		saEnvironment.ValueSet(environment),
+		saServices.ValueSet(services),
+		saVersions.ValueSet(versions),
+		saPhase.ValueSet(phase),
+		saOutcome.ValueSet(outcome),
+		saTriggeredBy.ValueSet(triggeredBy),
+	}
 }

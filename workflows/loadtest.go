@@ -27,7 +27,7 @@ func RegisterLoadTest(r sdkworker.WorkflowRegistry) {
 // not measure returns an error; a test that missed an SLO returns its result with Outcome
 // failed (use result.Verdict to judge it).
 func RunLoadTestChild(ctx workflow.Context, in LoadTestInput) (LoadTestResult, error) {
-	id := workflow.GetInfo(ctx).WorkflowExecution.ID + "-loadtest-" + in.Service.Name + "-" + in.Test.Name
+	id := CanaryLoadTestWorkflowID(workflow.GetInfo(ctx).WorkflowExecution.ID, in.Service.Name, in.Test.Name)
 	cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{
 		WorkflowID:            id,
 		WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_ALLOW_DUPLICATE,
@@ -361,14 +361,7 @@ func (r *loadTestRun) upsert(ctx workflow.Context) {
 		versions = []string{r.in.Service.Name + "=" + r.version}
 	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		saKind.ValueSet(KindLoadTest),
-		saEnvironment.ValueSet(r.in.Environment),
-		saServices.ValueSet([]string{r.in.Service.Name}),
-		saVersions.ValueSet(versions),
-		saPhase.ValueSet(string(r.st.Phase)),
-		saOutcome.ValueSet(outcome),
-		saTriggeredBy.ValueSet(r.in.TriggeredBy),
-	)
+		runAttributes(KindLoadTest, r.in.Environment, []string{r.in.Service.Name}, versions, string(r.st.Phase), outcome, r.in.TriggeredBy)...)
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("upsert search attributes", "error", err)
 	}

@@ -97,13 +97,6 @@ type LoadTestInput struct {
 // Name is "<environment>/<test>", the identity runs are compared by.
 func (in LoadTestInput) Name() string { return in.Environment + "/" + in.Test.Name }
 
-// LoadTestWorkflowID is the workflow ID of a load-test run started by hand:
-// "loadtest-<environment>-<test>-<id>". Scheduled runs get the schedule's ID with the
-// server's timestamp suffix.
-func LoadTestWorkflowID(environment, test, id string) string {
-	return "loadtest-" + environment + "-" + test + "-" + id
-}
-
 // LoadTestInputFor builds the input of the named load test of env (validated and
 // defaulted, as spec.Parse returns it). Targets are the test's clusters (default: the
 // service's).

@@ -54,7 +54,17 @@ func (f *ltFake) call(s string) {
 	f.calls = append(f.calls, s)
 }
 
+// register registers the fake activities and the workflows a load test runs (LoadTest and
+// the release lock it takes) in a test environment.
 func (f *ltFake) register(env *testsuite.TestWorkflowEnvironment) {
+	f.registerActivities(env)
+	env.RegisterWorkflowWithOptions(ReleaseLock, workflow.RegisterOptions{Name: LockWorkflowName})
+	RegisterLoadTest(env)
+}
+
+// registerActivities registers the fake load-test activities (the history recorder's worker
+// registers the workflows itself).
+func (f *ltFake) registerActivities(r activityRegistry) {
 	for name, fn := range map[string]any{
 		ActivityLoadTestPrepare:  f.Prepare,
 		ActivityLoadTestScaleOut: f.ScaleOut,
@@ -62,10 +72,8 @@ func (f *ltFake) register(env *testsuite.TestWorkflowEnvironment) {
 		ActivityLoadTestGenerate: f.Generate,
 		ActivityLoadTestPrevious: f.Previous,
 	} {
-		env.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
+		r.RegisterActivityWithOptions(fn, activity.RegisterOptions{Name: name})
 	}
-	env.RegisterWorkflowWithOptions(ReleaseLock, workflow.RegisterOptions{Name: LockWorkflowName})
-	RegisterLoadTest(env)
 }
 
 func (f *ltFake) Prepare(_ context.Context, in LoadTestPrepareInput) (LoadTestPrepareResult, error) {

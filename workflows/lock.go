@@ -30,11 +30,6 @@ const LockWorkflowName = "ReleaseLock"
 // two multi-service releases cannot deadlock. The holder of a lock is its parent execution
 // (DescribeWorkflowExecution of the lock ID), and its memo names the release.
 
-// LockWorkflowID is the workflow ID of the release lock of one service in one environment.
-func LockWorkflowID(environment, service string) string {
-	return "slipway-lock-" + environment + "-" + service
-}
-
 // LockInput is what a lock records about its holder.
 type LockInput struct {
 	Environment string `json:"environment"`
@@ -169,9 +164,7 @@ func takeLock(ctx, lockCtx workflow.Context, in LockInput, holder string) (*held
 		opts.ParentClosePolicy = enumspb.PARENT_CLOSE_POLICY_ABANDON
 		// Findable: the API refuses a release up front when one of its services is held
 		// after a failure (HeldLocksQuery).
-		opts.TypedSearchAttributes = temporal.NewSearchAttributes(
-			saKind.ValueSet(KindLock), saEnvironment.ValueSet(in.Environment),
-			saServices.ValueSet([]string{in.Service}), saPhase.ValueSet(LockHeld))
+		opts.TypedSearchAttributes = lockStartAttributes(in.Environment, in.Service)
 	}
 	cctx, cancel := workflow.WithCancel(lockCtx)
 	cctx = workflow.WithChildOptions(cctx, opts)

@@ -5,24 +5,12 @@ import (
 	"sort"
 	"strings"
 
-	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/workflow"
 )
 
 // Progress reporting: the timeline, phases, per-service and per-cluster progress, the status
 // the query answers, and the search attributes and memo the Web UI and the API filter on.
 // The message handlers (messages.go) decide; these only report.
-
-// Typed search attribute keys (see the SA* names in api.go).
-var (
-	saEnvironment = temporal.NewSearchAttributeKeyKeyword(SAEnvironment)
-	saServices    = temporal.NewSearchAttributeKeyKeywordList(SAServices)
-	saVersions    = temporal.NewSearchAttributeKeyKeywordList(SAVersions)
-	saPhase       = temporal.NewSearchAttributeKeyKeyword(SAPhase)
-	saOutcome     = temporal.NewSearchAttributeKeyKeyword(SAOutcome)
-	saTriggeredBy = temporal.NewSearchAttributeKeyKeyword(SATriggeredBy)
-	saKind        = temporal.NewSearchAttributeKeyKeyword(SAKind)
-)
 
 // event appends one entry to the timeline.
 func (r *release) event(ctx workflow.Context, phase Phase, service, cluster, msg string) {
@@ -144,14 +132,7 @@ func (r *release) upsert(ctx workflow.Context) {
 		kind = KindRelease
 	}
 	err := workflow.UpsertTypedSearchAttributes(ctx,
-		saKind.ValueSet(kind),
-		saEnvironment.ValueSet(r.in.Spec.Environment),
-		saServices.ValueSet(services),
-		saVersions.ValueSet(versions),
-		saPhase.ValueSet(string(r.st.Phase)),
-		saOutcome.ValueSet(outcome),
-		saTriggeredBy.ValueSet(r.in.TriggeredBy),
-	)
+		runAttributes(kind, r.in.Spec.Environment, services, versions, string(r.st.Phase), outcome, r.in.TriggeredBy)...)
 	if err != nil {
 		workflow.GetLogger(ctx).Warn("upsert search attributes", "error", err)
 	}

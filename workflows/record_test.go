@@ -2,9 +2,11 @@
 
 package workflows
 
-// Records the histories replayed by replay_test.go: every path of the Release workflow (and
-// the Plan workflow) run on the real embedded Temporal server, with the fake world for
-// activities (the histories only need the workflow's commands, not real containers).
+// Records the histories replayed by replay_test.go: every path of the Release workflow, the
+// Plan workflow and the LoadTest workflow (passed, an SLO missed, a release's canary gate)
+// run on the real embedded Temporal server, with the fake world (and the fake load-test
+// activities, ltFake) for activities (the histories only need the workflow's commands, not
+// real containers).
 //
 //	go test -tags record ./workflows -run TestRecordHistories -count=1
 //
@@ -43,14 +45,21 @@ func TestRecordHistories(t *testing.T) {
 	short := func(s *spec.Service) {
 		s.Canary = &spec.Canary{Soak: spec.Duration(time.Second)}
 	}
+	// startWorker runs a worker of every workflow (RegisterAll, like the real worker) with the
+	// fake world's activities and the fake load-test activities on its own queue.
+	startWorker := func(t *testing.T, queue string, w *fakeWorld, lt *ltFake) (stop func()) {
+		t.Helper()
+		wk := sdkworker.New(c, queue, sdkworker.Options{})
+		RegisterAll(wk)
+		w.register(wk)
+		lt.registerActivities(wk)
+		require.NoError(t, wk.Start())
+		return wk.Stop
+	}
 	record := func(t *testing.T, name string, w *fakeWorld, in ReleaseInput, during func(run client.WorkflowRun)) ReleaseStatus {
 		t.Helper()
 		queue := "record-" + name
-		wk := sdkworker.New(c, queue, sdkworker.Options{})
-		Register(wk)
-		w.register(wk)
-		require.NoError(t, wk.Start())
-		defer wk.Stop()
+		defer startWorker(t, queue, w, newLTFake())()
 		if in.ID == "" {
 			in.ID = name
 		}
@@ -227,18 +236,56 @@ func TestRecordHistories(t *testing.T) {
 	})
 	t.Run("plan", func(t *testing.T) {
 		queue := "record-plan"
-		w := seeded("web")
-		wk := sdkworker.New(c, queue, sdkworker.Options{})
-		Register(wk)
-		w.register(wk)
-		require.NoError(t, wk.Start())
-		defer wk.Stop()
+		defer startWorker(t, queue, seeded("web"), newLTFake())()
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: "plan-staging", TaskQueue: queue}, PlanWorkflowName, testSpec(svc("web", "1.1.0")))
 		require.NoError(t, err)
 		var res PlanResult
 		require.NoError(t, run.Get(ctx, &res))
 		require.Equal(t, []string{"web"}, res.Plan.Changed())
 		save(t, c, "plan", run.GetID(), run.GetRunID())
+	})
+
+	// The LoadTest workflow: ltInput's test (two clusters, scale factor 2) against the fake
+	// load-test activities.
+	recordLoadTest := func(t *testing.T, name string, f *ltFake) LoadTestResult {
+		t.Helper()
+		queue := "record-" + name
+		defer startWorker(t, queue, seeded("web"), f)()
+		in := ltInput()
+		in.ID, in.TriggeredBy = name, "recorder"
+		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: LoadTestWorkflowID(in.Environment, in.Test.Name, in.ID), TaskQueue: queue}, LoadTestWorkflowName, in)
+		require.NoError(t, err)
+		var res LoadTestResult
+		require.NoError(t, run.Get(ctx, &res))
+		save(t, c, name, run.GetID(), run.GetRunID())
+		return res
+	}
+	t.Run("load test passed", func(t *testing.T) {
+		f := newLTFake()
+		f.previous = &LoadTestSummary{WorkflowID: LoadTestWorkflowID("staging", "peak", "1"), Test: "staging/peak", Mode: LoadTestScheduled,
+			Outcome: LoadTestPassed, Requests: 900, P95: spec.Duration(4 * time.Millisecond), Throughput: 100}
+		res := recordLoadTest(t, "loadtest_passed", f)
+		require.Equal(t, LoadTestPassed, res.Outcome, res.Reason)
+	})
+	t.Run("load test slo missed", func(t *testing.T) {
+		f := newLTFake()
+		f.metrics.P95 = spec.Duration(310 * time.Millisecond)
+		res := recordLoadTest(t, "loadtest_slo_missed", f)
+		require.Equal(t, LoadTestFailed, res.Outcome, res.Reason)
+	})
+	t.Run("canary load test", func(t *testing.T) {
+		// a release whose canary gate is a load test: the release's history (the child
+		// started and awaited) and the LoadTest child's (canary mode: no lock, no scale-out)
+		env := testSpec(svc("web", "1.1.0", func(s *spec.Service) {
+			s.Canary = &spec.Canary{Soak: spec.Duration(time.Second), LoadTest: "smoke"}
+		}))
+		env.LoadTests = []spec.LoadTest{{Name: "smoke", Service: "web", Rate: 20, Duration: spec.Duration(10 * time.Second),
+			SLO: spec.SLOs{P95: spec.Duration(50 * time.Millisecond)}}}
+		spec.ApplyDefaults(&env)
+		st := record(t, "release_canary_load_test", seeded("web"), ReleaseInput{Spec: env}, nil)
+		require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+		child := CanaryLoadTestWorkflowID(ReleaseWorkflowID("staging", "release_canary_load_test"), "web", "smoke")
+		save(t, c, "loadtest_canary", child, "")
 	})
 }
 

@@ -59,9 +59,6 @@ const (
 	ActivityDescribeLock = "DescribeLock"
 )
 
-// RepairWorkflowID is the workflow ID of the repair of a release.
-func RepairWorkflowID(releaseWorkflowID string) string { return "slipway-repair-" + releaseWorkflowID }
-
 // repairGrace is how long a repair waits before it acts: the closed run's activities that
 // were still running learn from their next heartbeat (every second) that their workflow is
 // gone, and stop.
