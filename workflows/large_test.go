@@ -12,6 +12,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	enumspb "go.temporal.io/api/enums/v1"
+	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 	"google.golang.org/protobuf/proto"
@@ -79,20 +80,22 @@ func durationPtr(d time.Duration) *spec.Duration { v := spec.Duration(d); return
 
 // historyStats are the events and bytes of one workflow's history.
 type historyStats struct {
-	id     string
-	events int
-	bytes  int
+	id      string
+	events  int
+	bytes   int
+	history *historypb.History
 }
 
 func historyOf(ctx context.Context, t testing.TB, c client.Client, id, runID string) historyStats {
 	t.Helper()
 	it := c.GetWorkflowHistory(ctx, id, runID, false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
-	st := historyStats{id: id}
+	st := historyStats{id: id, history: &historypb.History{}}
 	for it.HasNext() {
 		ev, err := it.Next()
 		require.NoError(t, err)
 		st.events++
 		st.bytes += proto.Size(ev)
+		st.history.Events = append(st.history.Events, ev)
 	}
 	return st
 }
@@ -166,6 +169,12 @@ func TestLargeReleaseHistory(t *testing.T) {
 
 	// every workflow the release ran: itself and its children (a lock per service)
 	all := []historyStats{historyOf(ctx, t, c, run.GetID(), run.GetRunID())}
+	// The release's history replays against the code from its first event, as on a worker
+	// that lost the workflow from its cache mid-release: a command order that depended on
+	// timing would fail here.
+	replayer := sdkworker.NewWorkflowReplayer()
+	RegisterAll(replayer)
+	require.NoError(t, replayer.ReplayWorkflowHistory(nil, all[0].history), "replay of the release")
 	for _, s := range env.Services {
 		all = append(all, historyOf(ctx, t, c, LockWorkflowID(env.Environment, s.Name), ""))
 	}

@@ -234,13 +234,15 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 		case <-timer.C:
 		}
 
-		c, err = e.inspect(ctx, op, name)
+		// A failed inspect leaves c as it was: the deadline's report still reads its state.
+		nc, err := e.inspect(ctx, op, name)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue // report the deadline, not the interrupted call
 			}
 			return engine.Container{}, err
 		}
+		c = nc
 		st := c.State
 		if !st.Running || st.Restarting || st.Paused {
 			why := fmt.Sprintf("container is %s", st.Status)
