@@ -113,3 +113,29 @@ compose-down:
 .PHONY: compose-e2e
 compose-e2e:
 	scripts/compose-e2e.sh
+
+## prod-up: the production topology on one machine, no registry (docs/production.md):
+## PostgreSQL (Debian's, installed if missing), two Temporal server processes built from
+## go.temporal.io/server forming one cluster, two workers, two API replicas, each a
+## background process with its log in .prod/ ($$SLIPWAY_PROD_DIR). Prints the addresses and
+## where the API token is. `scripts/prod.sh status|kill NAME|start NAME` for the rest.
+.PHONY: prod-up prod-down prod-clean
+prod-up: build .bin/temporal-server .bin/temporal-sql-tool
+	scripts/ensure-postgres.sh
+	scripts/prod.sh up
+
+## prod-down: stops every process of prod-up; keeps the data (PostgreSQL, token): prod-up
+## carries on where it stopped, unfinished releases included.
+prod-down:
+	scripts/prod.sh down
+
+## prod-clean: prod-down, then deletes the state directory (.prod/).
+prod-clean:
+	scripts/prod.sh clean
+
+# The official Temporal server and its SQL schema tool, from the version go.mod pins (its
+# `tool` lines); plain go build, so they share the build cache of the tests.
+.bin/temporal-server: go.mod go.sum
+	$(GO) build -o $@ go.temporal.io/server/cmd/server
+.bin/temporal-sql-tool: go.mod go.sum
+	$(GO) build -o $@ go.temporal.io/server/cmd/tools/sql

@@ -23,7 +23,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(newVersionCmd(), newDevCmd(), newWorkerCmd(), newAPICmd(), newValidateCmd(), newSchemaCmd(),
-		newHealthcheckCmd(), newProbeAgentCmd(), newLoadTestCmd(), newSchedulesCmd())
+		newHealthcheckCmd(), newProbeAgentCmd(), newLoadTestCmd(), newSchedulesCmd(), newNamespaceCmd())
 	root.AddCommand(apiCommands()...)
 	return root
 }
