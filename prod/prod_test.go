@@ -646,7 +646,7 @@ func (p *topology) apiFailover(ctx context.Context, rel *apiclient.Release, phas
 	}
 	// apiclient.Follow retries the address it was given: the client moves to replica 1.
 	cancelStream()
-	<-streamDone
+	_ = <-streamDone // cancelled just above: its error is that cancel
 	mu.Lock()
 	resumeAfter := last
 	mu.Unlock()
