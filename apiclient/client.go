@@ -145,15 +145,21 @@ func setIf(q url.Values, k, v string) {
 // GetRelease returns a release's full status (GET /v1/releases/{id}). With wait > 0 the
 // server holds the request until the release ends or wait runs out.
 func (c *Client) GetRelease(ctx context.Context, id string, wait time.Duration) (*Release, error) {
+	var rel Release
+	if err := c.getWaiting(ctx, "/v1/releases/"+url.PathEscape(id), wait, &rel); err != nil {
+		return nil, err
+	}
+	return &rel, nil
+}
+
+// getWaiting GETs path, with ?wait= when wait > 0 (the server holds the request until what
+// it names ends or wait runs out).
+func (c *Client) getWaiting(ctx context.Context, path string, wait time.Duration, out any) error {
 	q := url.Values{}
 	if wait > 0 {
 		q.Set("wait", wait.String())
 	}
-	var rel Release
-	if err := c.do(ctx, http.MethodGet, "/v1/releases/"+url.PathEscape(id), q, nil, nil, wait, &rel); err != nil {
-		return nil, err
-	}
-	return &rel, nil
+	return c.do(ctx, http.MethodGet, path, q, nil, nil, wait, out)
 }
 
 // ListOptions filter GET /v1/releases.

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
@@ -206,4 +207,43 @@ type EnvironmentView struct {
 	Live workflows.InspectResult `json:"live"`
 	// Drift is the plan of the checked-in spec against Live (every action "none": no drift).
 	Drift workflows.Plan `json:"drift"`
+}
+
+// LoadTestRun is a load-test run as the API shows it (POST /v1/loadtests, GET
+// /v1/loadtests/{id}, POST /v1/loadtests/{id}/cancel).
+type LoadTestRun struct {
+	// ID is the run's workflow ID: "loadtest-<environment>-<test>-<id>" for runs started
+	// through the API, "loadtest-<environment>-<test>-<scheduled time>" for scheduled ones.
+	ID          string `json:"id"`
+	RunID       string `json:"run_id,omitempty"`
+	Environment string `json:"environment"`
+	Test        string `json:"test,omitempty"`
+	// Service, Rate, Duration and WarmUp are what the run loads (from its status or result;
+	// empty when neither answered).
+	Service  string        `json:"service,omitempty"`
+	Rate     int           `json:"rate,omitempty"`
+	Duration spec.Duration `json:"duration,omitempty"`
+	WarmUp   spec.Duration `json:"warm_up,omitempty"`
+	// Status is Temporal's: Running, Completed, Failed, Canceled, Terminated, TimedOut.
+	Status  string                  `json:"status"`
+	Running bool                    `json:"running"`
+	Phase   workflows.LoadTestPhase `json:"phase,omitempty"`
+	Message string                  `json:"message,omitempty"`
+	// Outcome: passed, failed, refused, canceled, error (empty while running).
+	Outcome string `json:"outcome,omitempty"`
+	// Result is the full result once the run completed.
+	Result *workflows.LoadTestResult `json:"result,omitempty"`
+	// Error is why a run that could not measure failed.
+	Error string `json:"error,omitempty"`
+	// StatusError says why the live phase of a running run is missing (no worker answered).
+	StatusError string `json:"status_error,omitempty"`
+	// Existing is set when an Idempotency-Key named a run that already existed.
+	Existing bool          `json:"existing,omitempty"`
+	Links    LoadTestLinks `json:"links"`
+}
+
+// LoadTestLinks are a run's links.
+type LoadTestLinks struct {
+	Self  string `json:"self"`
+	WebUI string `json:"web_ui,omitempty"`
 }

@@ -21,6 +21,7 @@ import (
 	"go.temporal.io/sdk/temporal"
 	"gopkg.in/yaml.v3"
 
+	"github.com/slipwayhq/slipway/apiclient"
 	"github.com/slipwayhq/slipway/schedules"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
@@ -33,6 +34,7 @@ import (
 //	DELETE /v1/loadtests/schedules?environment=[&name=]    delete one or all of them (release)
 //	POST   /v1/loadtests[?name=&wait=]                     run one load test now (release)
 //	GET    /v1/loadtests/{id}                              a run: phase while it runs, the result after (read)
+//	POST   /v1/loadtests/{id}/cancel                       cancel a run: it stops the load and scales back (release)
 //
 // POST bodies are a whole deployment spec (YAML or JSON, like POST /v1/releases; a run
 // names its test with ?name=) or the short form {environment, name} against the checked-in
@@ -46,50 +48,8 @@ func (s *Server) loadTestRoutes() []route {
 		{http.MethodDelete, "/v1/loadtests/schedules", true, s.deleteLoadTestSchedules},
 		{http.MethodPost, "/v1/loadtests", true, s.postLoadTest},
 		{http.MethodGet, "/v1/loadtests/:id", true, s.getLoadTest},
+		{http.MethodPost, "/v1/loadtests/:id/cancel", true, s.cancelLoadTest},
 	}
-}
-
-// registerLoadTestRoutes adds the load-test routes to g, each behind authentication.
-func (s *Server) registerLoadTestRoutes(g *gin.RouterGroup) {
-	for _, r := range s.loadTestRoutes() {
-		hs := []gin.HandlerFunc{}
-		if r.auth {
-			hs = append(hs, s.authenticate)
-		}
-		g.Handle(r.method, r.path, append(hs, r.handler)...)
-	}
-}
-
-// LoadTestRun is a load-test run as the API shows it.
-type LoadTestRun struct {
-	// ID is the run's workflow ID: "loadtest-<environment>-<test>-<id>" for runs started
-	// here, "loadtest-<environment>-<test>-<scheduled time>" for scheduled ones.
-	ID          string `json:"id"`
-	RunID       string `json:"run_id,omitempty"`
-	Environment string `json:"environment"`
-	Test        string `json:"test,omitempty"`
-	// Status is Temporal's: Running, Completed, Failed, Canceled, Terminated, TimedOut.
-	Status  string                  `json:"status"`
-	Running bool                    `json:"running"`
-	Phase   workflows.LoadTestPhase `json:"phase,omitempty"`
-	Message string                  `json:"message,omitempty"`
-	// Outcome: passed, failed, refused, canceled, error (empty while running).
-	Outcome string `json:"outcome,omitempty"`
-	// Result is the full result once the run completed.
-	Result *workflows.LoadTestResult `json:"result,omitempty"`
-	// Error is why a run that could not measure failed.
-	Error string `json:"error,omitempty"`
-	// StatusError says why the live phase of a running run is missing (no worker answered).
-	StatusError string `json:"status_error,omitempty"`
-	// Existing is set when an Idempotency-Key named a run that already existed.
-	Existing bool          `json:"existing,omitempty"`
-	Links    LoadTestLinks `json:"links"`
-}
-
-// LoadTestLinks are a run's links.
-type LoadTestLinks struct {
-	Self  string `json:"self"`
-	WebUI string `json:"web_ui,omitempty"`
 }
 
 // loadTestRequest is the short form of a POST body: a test of the checked-in spec.
@@ -100,7 +60,7 @@ type loadTestRequest struct {
 
 // loadTestID is what a load-test workflow ID may look like (scheduled runs end in an
 // RFC 3339 time).
-var loadTestID = regexp.MustCompile(`^loadtest-[a-z0-9][a-z0-9-]*[a-z0-9](-[0-9TZ:.+-]+)?$`)
+var loadTestID = regexp.MustCompile(`^` + workflows.LoadTestIDPrefix + `[a-z0-9][a-z0-9-]*[a-z0-9](-[0-9TZ:.+-]+)?$`)
 
 // loadTestEnvironment reads the body of a POST: a whole spec, or {environment[, name]}
 // against the checked-in spec. It returns the spec and the test name of the short form.
@@ -303,6 +263,9 @@ func (s *Server) postLoadTest(c *gin.Context) {
 		return
 	}
 	run.Existing = existing
+	if run.Service == "" { // no status yet: what the run was started with
+		run.Test, run.Service, run.Rate, run.Duration, run.WarmUp = in.Test.Name, in.Service.Name, in.Test.Rate, in.Test.Duration, in.Test.WarmUp
+	}
 	c.Header("Location", run.Links.Self)
 	status := http.StatusAccepted
 	if !run.Running || existing {
@@ -313,9 +276,9 @@ func (s *Server) postLoadTest(c *gin.Context) {
 
 // getLoadTest: GET /v1/loadtests/{id}[?wait=].
 func (s *Server) getLoadTest(c *gin.Context) {
-	id := c.Param("id")
-	if !loadTestID.MatchString(id) {
-		writeProblem(c, notFound("%q is not a load-test id (loadtest-<environment>-<test>-<id>)", id))
+	id, err := loadTestParam(c)
+	if err != nil {
+		writeProblem(c, err)
 		return
 	}
 	wait, err := s.waitParam(c)
@@ -331,9 +294,54 @@ func (s *Server) getLoadTest(c *gin.Context) {
 	c.JSON(http.StatusOK, run)
 }
 
+// cancelLoadTest: POST /v1/loadtests/{id}/cancel. The run stops its load, scales back what it
+// scaled out, frees the lock and ends cancelled; the answer is the run as it stands (202). A
+// run that already ended is a conflict.
+func (s *Server) cancelLoadTest(c *gin.Context) {
+	if err := authorize(c, PermRelease, ""); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	id, err := loadTestParam(c)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	run, err := s.loadTestRun(c, id, 0)
+	if err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if err := authorize(c, PermRelease, run.Environment); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	if !run.Running {
+		writeProblem(c, conflict("load test %s has already ended (%s)", id, run.Status))
+		return
+	}
+	ctx, cancel := s.callCtx(c)
+	defer cancel()
+	if err := s.tc.CancelWorkflow(ctx, id, run.RunID); err != nil {
+		writeProblem(c, err)
+		return
+	}
+	s.log.Info("load test cancel requested", "id", id, "actor", who(c).name)
+	c.JSON(http.StatusAccepted, run)
+}
+
+// loadTestParam is the run id of a /v1/loadtests/{id} path; an id no run can have is not found.
+func loadTestParam(c *gin.Context) (string, error) {
+	id := c.Param("id")
+	if !loadTestID.MatchString(id) {
+		return "", notFound("%q is not a load-test id (loadtest-<environment>-<test>-<id>)", id)
+	}
+	return id, nil
+}
+
 // loadTestRun builds the view of a run (checking the caller may read its environment),
 // waiting up to wait for its end.
-func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*LoadTestRun, error) {
+func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*apiclient.LoadTestRun, error) {
 	ctx, cancel := s.callCtx(c)
 	desc, err := s.tc.DescribeWorkflowExecution(ctx, id, "")
 	cancel()
@@ -349,7 +357,7 @@ func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*Lo
 	if ltPayloadString(sa[workflows.SAKind]) != workflows.KindLoadTest {
 		return nil, notFound("unknown load test %q", id)
 	}
-	run := &LoadTestRun{ID: id, RunID: info.GetExecution().GetRunId(), Environment: ltPayloadString(sa[workflows.SAEnvironment])}
+	run := &apiclient.LoadTestRun{ID: id, RunID: info.GetExecution().GetRunId(), Environment: ltPayloadString(sa[workflows.SAEnvironment])}
 	if err := authorize(c, PermRead, run.Environment); err != nil {
 		return nil, err
 	}
@@ -385,7 +393,8 @@ func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*Lo
 			run.StatusError = "no worker answered the status query: " + err.Error()
 			return run, nil
 		}
-		run.Phase, run.Message, run.Test = st.Phase, st.Message, st.Result.Test
+		run.Phase, run.Message = st.Phase, st.Message
+		ltParams(run, st.Result)
 		return run, nil
 	}
 	rctx, cancel := s.callCtx(c)
@@ -393,8 +402,9 @@ func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*Lo
 	var res workflows.LoadTestResult
 	err = s.tc.GetWorkflow(rctx, id, run.RunID).Get(rctx, &res)
 	if err == nil {
-		run.Result, run.Test, run.Phase = &res, res.Test, workflows.LoadTestPhaseDone
+		run.Result, run.Phase = &res, workflows.LoadTestPhaseDone
 		run.Outcome, run.Message = string(res.Outcome), res.Reason
+		ltParams(run, res)
 	} else {
 		run.Error = err.Error()
 		var ae *temporal.ApplicationError
@@ -407,6 +417,11 @@ func (s *Server) loadTestRun(c *gin.Context, id string, wait time.Duration) (*Lo
 		}
 	}
 	return run, nil
+}
+
+// ltParams copies what a run loads from its (current or final) result.
+func ltParams(run *apiclient.LoadTestRun, res workflows.LoadTestResult) {
+	run.Test, run.Service, run.Rate, run.Duration, run.WarmUp = res.Test, res.Service, res.Rate, res.Duration, res.WarmUp
 }
 
 func ltPayloadString(p *commonpb.Payload) string {

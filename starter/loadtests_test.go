@@ -25,9 +25,9 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// ltAPI serves the load-test routes of a real starter.Server against the embedded Temporal
-// server, with a worker running the LoadTest workflow and the real load-test activities on
-// its own task queue.
+// ltAPI serves the real router of a starter.Server against the embedded Temporal server, with
+// a worker running the LoadTest workflow and the real load-test activities on its own task
+// queue.
 func ltAPI(t *testing.T) *api {
 	t.Helper()
 	ts := temporalServer(t)
@@ -50,7 +50,7 @@ func ltAPI(t *testing.T) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(starter.LoadTestHandler(s))
+	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
 	return &api{t: t, srv: hs, tc: ts.Client(), ns: ts.Namespace(), deploys: dir}
 }
@@ -96,7 +96,7 @@ func TestLoadTestScheduleRoutes(t *testing.T) {
 
 	st, _, body := a.do(http.MethodPost, "/v1/loadtests/schedules", tokAdmin, "application/yaml", []byte(ltSpec(env, "0 3 * * *", 10)))
 	rep := decode[schedules.Report](t, st, body, http.StatusOK)
-	if rep.Count(schedules.Created) != 1 || rep.Changes[0].ID != schedules.ID(env, "nightly") {
+	if rep.Count(schedules.Created) != 1 || rep.Changes[0].ID != workflows.LoadTestScheduleID(env, "nightly") {
 		t.Fatalf("sync report %+v", rep)
 	}
 	st, _, body = a.do(http.MethodPost, "/v1/loadtests/schedules", tokAdmin, "application/yaml", []byte(ltSpec(env, "0 3 * * *", 10)))
@@ -152,7 +152,7 @@ func TestLoadTestScheduleRoutes(t *testing.T) {
 	ltProblem(a, http.StatusBadRequest, http.MethodDelete, "/v1/loadtests/schedules", tokAdmin, "", nil)
 	st, _, body = a.do(http.MethodDelete, "/v1/loadtests/schedules?environment="+env+"&name=nightly", tokAdmin, "", nil)
 	del := decode[struct{ Deleted []string }](t, st, body, http.StatusOK)
-	if len(del.Deleted) != 1 || del.Deleted[0] != schedules.ID(env, "nightly") {
+	if len(del.Deleted) != 1 || del.Deleted[0] != workflows.LoadTestScheduleID(env, "nightly") {
 		t.Fatalf("delete = %+v", del)
 	}
 	if _, err := schedules.Get(context.Background(), a.tc, env, "nightly"); err == nil {
@@ -169,7 +169,7 @@ func TestRunLoadTestRoute(t *testing.T) {
 	spec := []byte(ltSpec(env, "", 10))
 
 	st, hdr, body := a.do(http.MethodPost, "/v1/loadtests?name=nightly&wait=30s", tokAdmin, "application/yaml", spec, "Idempotency-Key", "k1")
-	run := decode[starter.LoadTestRun](t, st, body, http.StatusOK)
+	run := decode[apiclient.LoadTestRun](t, st, body, http.StatusOK)
 	if !strings.HasPrefix(run.ID, "loadtest-"+env+"-nightly-") || run.Running || run.Status != "Failed" || run.Environment != env {
 		t.Fatalf("run = %+v", run)
 	}
@@ -178,20 +178,29 @@ func TestRunLoadTestRoute(t *testing.T) {
 		t.Errorf("failed run = %+v", run)
 	}
 	st, _, body = a.do(http.MethodPost, "/v1/loadtests?name=nightly", tokAdmin, "application/yaml", spec, "Idempotency-Key", "k1")
-	again := decode[starter.LoadTestRun](t, st, body, http.StatusOK)
+	again := decode[apiclient.LoadTestRun](t, st, body, http.StatusOK)
 	if again.ID != run.ID || again.RunID != run.RunID || !again.Existing {
 		t.Errorf("same Idempotency-Key: %+v, want the run %s", again, run.ID)
 	}
 	st, _, body = a.do(http.MethodGet, run.Links.Self, tokReader, "", nil)
-	if got := decode[starter.LoadTestRun](t, st, body, http.StatusOK); got.ID != run.ID || got.Error == "" || got.Test != "" && got.Test != "nightly" {
+	if got := decode[apiclient.LoadTestRun](t, st, body, http.StatusOK); got.ID != run.ID || got.Error == "" || got.Test != "" && got.Test != "nightly" {
 		t.Errorf("GET = %+v", got)
 	}
 
 	// Over the worker's cap (500 req/s): refused by the worker, nothing ran.
 	st, _, body = a.do(http.MethodPost, "/v1/loadtests?name=nightly&wait=30s", tokAdmin, "application/yaml", []byte(ltSpec(env, "", 501)))
-	if over := decode[starter.LoadTestRun](t, st, body, http.StatusOK); !strings.Contains(over.Error, "cap of 500 req/s") {
+	if over := decode[apiclient.LoadTestRun](t, st, body, http.StatusOK); !strings.Contains(over.Error, "cap of 500 req/s") {
 		t.Errorf("run over the cap = %+v", over)
 	}
+
+	// An ended run cannot be cancelled; a reader cannot cancel; an unknown run is not found.
+	p := ltProblem(a, http.StatusConflict, http.MethodPost, run.Links.Self+"/cancel", tokAdmin, "", nil)
+	if !strings.Contains(p.Detail, "already ended") {
+		t.Errorf("cancel of an ended run: %+v", p)
+	}
+	ltProblem(a, http.StatusForbidden, http.MethodPost, run.Links.Self+"/cancel", tokReader, "", nil)
+	ltProblem(a, http.StatusForbidden, http.MethodPost, run.Links.Self+"/cancel", tokOther, "", nil)
+	ltProblem(a, http.StatusNotFound, http.MethodPost, "/v1/loadtests/loadtest-"+env+"-nightly-nothere/cancel", tokAdmin, "", nil)
 
 	ltProblem(a, http.StatusNotFound, http.MethodPost, "/v1/loadtests?name=nope", tokAdmin, "application/yaml", spec)
 	ltProblem(a, http.StatusBadRequest, http.MethodPost, "/v1/loadtests", tokAdmin, "application/yaml", spec)

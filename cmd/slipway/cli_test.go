@@ -77,7 +77,7 @@ func newCLIStack(t *testing.T) *cliStack {
 func (s *cliStack) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	root := &cobra.Command{Use: "slipway", SilenceUsage: true, SilenceErrors: true}
-	for _, c := range apiCommands() {
+	for _, c := range append(apiCommands(), newSchedulesCmd(), newLoadTestCmd()) {
 		root.AddCommand(c)
 	}
 	var out, errb bytes.Buffer

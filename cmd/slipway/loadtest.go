@@ -1,25 +1,21 @@
 package main
 
-// slipway loadtest: run a spec's load test now, show a run, cancel one (docs/loadtests.md). Like
-// `slipway schedules`, these talk to Temporal directly (the flags of `slipway worker`); the
-// API offers the same under /v1/loadtests.
+// slipway loadtest: run a spec's load test now, show a run, cancel one (docs/loadtests.md),
+// through the API's /v1/loadtests routes, like every other command that acts on Temporal
+// (--url, --token: $SLIPWAY_URL, $SLIPWAY_TOKEN).
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
-	enumspb "go.temporal.io/api/enums/v1"
-	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 
+	"github.com/slipwayhq/slipway/apiclient"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
 )
@@ -28,7 +24,7 @@ import (
 func newLoadTestCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "loadtest",
-		Short: "Run a load test of a spec now, show a run, cancel one",
+		Short: "Run a load test of a spec now, show a run, cancel one (through the API)",
 		Long: `A load test sends a constant request rate to the replicas of one service (after an
 optional scale-out, always scaled back), and judges the measured latency, error rate and
 throughput against the test's SLOs. Exit codes of "run --wait" and "show": 0 passed,
@@ -41,208 +37,169 @@ a release holds the service, the load could not be measured, bad input).`,
 
 func newLoadTestRunCmd() *cobra.Command {
 	var (
-		tf        temporalFlags
-		out       ltOutputFlag
-		file      string
-		wait      bool
-		timeout   time.Duration
-		taskQueue string
+		f       clientFlags
+		file    string
+		wait    bool
+		timeout time.Duration
+		key     string
 	)
 	cmd := &cobra.Command{
 		Use:   "run -f SPEC TEST",
 		Short: "Start the spec's load test TEST now (--wait to follow it and exit with its verdict)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := out.check(); err != nil {
+			c, err := f.client()
+			if err != nil {
 				return err
 			}
 			if file == "" {
 				return errors.New("-f SPEC is required")
 			}
-			env, err := spec.Load(file)
-			if err != nil {
-				return &exitError{codeError, err}
-			}
-			in, err := workflows.LoadTestInputFor(env, args[0], workflows.LoadTestManual)
-			if err != nil {
-				return &exitError{codeError, err}
-			}
-			in.ID = ltShortID(time.Now())
-			in.TriggeredBy = "cli " + ltUser()
-			ctx, c, done, err := tf.connect(cmd)
+			data, err := readSpec(file)
 			if err != nil {
 				return err
 			}
-			defer done()
-			id := workflows.LoadTestWorkflowID(env.Environment, in.Test.Name, in.ID)
-			wr, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
-				ID: id, TaskQueue: taskQueue, WorkflowRunTimeout: workflows.LoadTestRunTimeout(in),
-				WorkflowTaskTimeout:   workflows.WorkflowTaskTimeout,
-				WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-				TypedSearchAttributes: workflows.LoadTestStartAttributes(env.Environment, in.Service.Name, in.TriggeredBy),
-			}, workflows.LoadTestWorkflowName, in)
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			run, err := c.StartLoadTest(ctx, apiclient.LoadTestRequest{Spec: data, SpecName: file, Name: args[0], IdempotencyKey: key})
 			if err != nil {
-				return &exitError{codeError, fmt.Errorf("start load test %s: %w", in.Name(), err)}
+				return err
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "load test %s started: %s (%d req/s for %s, warm-up %s)\n",
-				in.Name(), id, in.Test.Rate, in.Test.Duration, in.Test.WarmUp)
+			fmt.Fprintf(cmd.ErrOrStderr(), "load test %s/%s started: %s (%d req/s for %s, warm-up %s)\n",
+				run.Environment, run.Test, run.ID, run.Rate, run.Duration, run.WarmUp)
 			if !wait {
-				if out.output == "json" {
-					return printJSON(cmd.OutOrStdout(), map[string]string{"id": id, "run_id": wr.GetRunID()})
+				if f.json() {
+					return printJSON(cmd.OutOrStdout(), map[string]string{"id": run.ID, "run_id": run.RunID})
 				}
-				fmt.Fprintln(cmd.OutOrStdout(), id)
+				fmt.Fprintln(cmd.OutOrStdout(), run.ID)
 				return nil
 			}
-			return followLoadTest(ctx, cmd, c, id, wr.GetRunID(), timeout, out.output == "json")
+			return followLoadTest(ctx, cmd, c, run.ID, timeout, f.json())
 		},
 	}
-	tf.register(cmd)
-	out.register(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "deployment spec (YAML or JSON)")
+	f.register(cmd)
+	cmd.Flags().StringVarP(&file, "file", "f", "", "deployment spec (YAML or JSON; - for standard input)")
 	cmd.Flags().BoolVar(&wait, "wait", false, "follow the run (phase on standard error) and exit with its verdict")
 	cmd.Flags().DurationVar(&timeout, "timeout", 0, "with --wait: stop waiting after this long (exit 3; the run goes on); 0 waits as long as it takes")
-	cmd.Flags().StringVar(&taskQueue, "task-queue", workflows.TaskQueue, "task queue of the worker")
+	cmd.Flags().StringVar(&key, "idempotency-key", "", "a retried command with the same key answers the same run")
 	return cmd
 }
 
 func newLoadTestShowCmd() *cobra.Command {
-	var (
-		tf  temporalFlags
-		out ltOutputFlag
-	)
+	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a load-test run: its phase while it runs, its result after",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := out.check(); err != nil {
-				return err
-			}
-			ctx, c, done, err := tf.connect(cmd)
+			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			defer done()
-			return followLoadTest(ctx, cmd, c, args[0], "", -1, out.output == "json")
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			return followLoadTest(ctx, cmd, c, args[0], -1, f.json())
 		},
 	}
-	tf.register(cmd)
-	out.register(cmd)
+	f.register(cmd)
 	return cmd
 }
 
 func newLoadTestCancelCmd() *cobra.Command {
-	var tf temporalFlags
+	var f clientFlags
 	cmd := &cobra.Command{
 		Use:   "cancel ID",
 		Short: "Cancel a load-test run (it stops the load and scales back what it scaled out)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx, c, done, err := tf.connect(cmd)
+			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			defer done()
-			if err := c.CancelWorkflow(ctx, args[0], ""); err != nil {
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			run, err := c.CancelLoadTest(ctx, args[0])
+			if err != nil {
 				return &exitError{codeError, fmt.Errorf("cancel %s: %w", args[0], err)}
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "cancel requested: %s scales back and ends\n", args[0])
+			if f.json() {
+				return printJSON(cmd.OutOrStdout(), run)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "cancel requested: %s scales back and ends\n", run.ID)
 			return nil
 		},
 	}
-	tf.register(cmd)
+	f.register(cmd)
 	return cmd
 }
 
-// followLoadTest waits for a run's end (timeout < 0: does not wait; 0: as long as it
-// takes), printing phase changes on standard error, then prints the result and returns the
-// verdict's exit code.
-func followLoadTest(ctx context.Context, cmd *cobra.Command, c client.Client, id, runID string, timeout time.Duration, asJSON bool) error {
+// ltPoll is how long one GET of a followed run waits on the server for its end before the
+// CLI looks at its phase again.
+const ltPoll = 2 * time.Second
+
+// followLoadTest shows a run (timeout < 0: one look; 0: waits as long as it takes; > 0:
+// waits that long), printing phase changes on standard error while it waits, then prints the
+// result and returns the verdict's exit code.
+func followLoadTest(ctx context.Context, cmd *cobra.Command, c *apiclient.Client, id string, timeout time.Duration, asJSON bool) error {
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	type end struct {
-		res workflows.LoadTestResult
-		err error
-	}
-	done := make(chan end, 1)
-	if timeout >= 0 {
-		go func() {
-			var e end
-			e.err = c.GetWorkflow(ctx, id, runID).Get(ctx, &e.res)
-			done <- e
-		}()
-	}
-	phase := workflows.LoadTestPhase("")
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	status := func() (workflows.LoadTestStatus, error) {
-		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		var st workflows.LoadTestStatus
-		v, err := c.QueryWorkflow(qctx, id, runID, workflows.QueryStatus)
-		if err == nil {
-			err = v.Get(&st)
-		}
-		return st, err
-	}
+	var phase workflows.LoadTestPhase
 	for {
+		wait := ltPoll
 		if timeout < 0 {
-			// show: one look. A closed run answers with its result.
-			desc, err := c.DescribeWorkflowExecution(ctx, id, runID)
-			if err != nil {
-				return &exitError{codeError, fmt.Errorf("load test %s: %w", id, err)}
-			}
-			if desc.GetWorkflowExecutionInfo().GetStatus() != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-				timeout = 0
-				go func() {
-					var e end
-					e.err = c.GetWorkflow(ctx, id, runID).Get(ctx, &e.res)
-					done <- e
-				}()
-				continue
-			}
-			st, err := status()
-			if asJSON {
-				if perr := printJSON(cmd.OutOrStdout(), map[string]any{"id": id, "running": true, "phase": st.Phase, "message": st.Message}); perr != nil {
-					return perr
-				}
-			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "load test %s is running: %s %s\n", id, st.Phase, st.Message)
-			}
-			if err != nil {
-				fmt.Fprintf(cmd.ErrOrStderr(), "(no worker answered the status query: %v)\n", err)
-			}
-			return &exitError{codeWaiting, nil}
+			wait = 0
 		}
-		select {
-		case e := <-done:
-			if e.err != nil {
-				if ctx.Err() != nil {
-					return &exitError{codeWaiting, fmt.Errorf("load test %s is still running when the wait ended (phase %s); follow it with: slipway loadtest show %s", id, phase, id)}
-				}
-				if asJSON {
-					_ = printJSON(cmd.OutOrStdout(), map[string]any{"id": id, "error": ltFailure(e.err)})
-				}
-				return &exitError{codeError, fmt.Errorf("load test %s: %s", id, ltFailure(e.err))}
+		run, err := c.GetLoadTest(ctx, id, wait)
+		if err != nil {
+			if ctx.Err() != nil && timeout >= 0 {
+				return &exitError{codeWaiting, fmt.Errorf("load test %s is still running when the wait ended (phase %s); follow it with: slipway loadtest show %s", id, phase, id)}
 			}
+			return &exitError{codeError, fmt.Errorf("load test %s: %w", id, err)}
+		}
+		if !run.Running {
+			return loadTestEnded(cmd, run, asJSON)
+		}
+		if timeout < 0 {
+			// show: one look at a running run.
 			if asJSON {
-				if err := printJSON(cmd.OutOrStdout(), e.res); err != nil {
+				if err := printJSON(cmd.OutOrStdout(), map[string]any{"id": id, "running": true, "phase": run.Phase, "message": run.Message}); err != nil {
 					return err
 				}
 			} else {
-				printLoadTest(cmd.OutOrStdout(), e.res)
+				fmt.Fprintf(cmd.OutOrStdout(), "load test %s is running: %s %s\n", id, run.Phase, run.Message)
 			}
-			return loadTestExit(e.res)
-		case <-tick.C:
-			if st, err := status(); err == nil && st.Phase != phase {
-				phase = st.Phase
-				fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", st.Phase, st.Message)
+			if run.StatusError != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "(%s)\n", run.StatusError)
 			}
+			return &exitError{codeWaiting, nil}
+		}
+		if run.Phase != "" && run.Phase != phase {
+			phase = run.Phase
+			fmt.Fprintf(cmd.ErrOrStderr(), "  %s: %s\n", run.Phase, run.Message)
 		}
 	}
+}
+
+// loadTestEnded prints an ended run and returns its exit code.
+func loadTestEnded(cmd *cobra.Command, run *apiclient.LoadTestRun, asJSON bool) error {
+	if run.Result == nil {
+		msg := ltFailure(run)
+		if asJSON {
+			_ = printJSON(cmd.OutOrStdout(), map[string]any{"id": run.ID, "error": msg})
+		}
+		return &exitError{codeError, fmt.Errorf("load test %s: %s", run.ID, msg)}
+	}
+	if asJSON {
+		if err := printJSON(cmd.OutOrStdout(), run.Result); err != nil {
+			return err
+		}
+	} else {
+		printLoadTest(cmd.OutOrStdout(), *run.Result)
+	}
+	return loadTestExit(*run.Result)
 }
 
 // loadTestExit maps a finished run to the CLI's exit code (nil for passed).
@@ -257,17 +214,15 @@ func loadTestExit(res workflows.LoadTestResult) error {
 	}
 }
 
-// ltFailure is the readable message of a failed run.
-func ltFailure(err error) string {
-	var ae *temporal.ApplicationError
-	if errors.As(err, &ae) {
-		return ae.Message()
-	}
-	var ce *temporal.CanceledError
-	if errors.As(err, &ce) {
+// ltFailure is the readable message of a run that ended without a result.
+func ltFailure(run *apiclient.LoadTestRun) string {
+	switch {
+	case run.Outcome == string(workflows.LoadTestCanceled) || run.Status == "Canceled":
 		return "cancelled (scaled back)"
+	case run.Error != "":
+		return run.Error
 	}
-	return err.Error()
+	return strings.ToLower(run.Status)
 }
 
 // printLoadTest prints a result for people.
@@ -320,24 +275,4 @@ func ltRound(d spec.Duration) time.Duration {
 		return d.D().Round(100 * time.Microsecond)
 	}
 	return d.D().Round(10 * time.Microsecond)
-}
-
-// ltShortID is a time-ordered, random, dash-free run id.
-func ltShortID(now time.Time) string {
-	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
-	b := make([]byte, 6)
-	_, _ = rand.Read(b) // crypto/rand does not fail on supported platforms
-	for i := range b {
-		b[i] = alphabet[int(b[i])%len(alphabet)]
-	}
-	return now.UTC().Format("20060102t150405") + string(b)
-}
-
-func ltUser() string {
-	for _, k := range []string{"SLIPWAY_USER", "USER", "LOGNAME"} {
-		if v := os.Getenv(k); v != "" {
-			return v
-		}
-	}
-	return "unknown"
 }

@@ -1,8 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -11,12 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spf13/cobra"
-	sdkworker "go.temporal.io/sdk/worker"
-	"go.temporal.io/sdk/workflow"
-
 	"github.com/slipwayhq/slipway/activities"
-	"github.com/slipwayhq/slipway/devserver"
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
 	"github.com/slipwayhq/slipway/internal/testenv"
@@ -24,55 +19,18 @@ import (
 	"github.com/slipwayhq/slipway/workflows"
 )
 
-// ltCLI is an embedded Temporal server with a worker running the LoadTest workflow and the
-// real load-test activities on the machine's engine; run runs `slipway schedules|loadtest`
-// against it.
+// ltCLI is the whole product in-process (newCLIStack: embedded Temporal, the real worker on
+// the machine's engine, the real API); run runs `slipway schedules|loadtest` against its API.
 type ltCLI struct {
-	addr string
-	d    *dockerengine.Dialer
+	*cliStack
+	d *dockerengine.Dialer
 }
 
 func newLTCLI(t *testing.T) *ltCLI {
 	t.Helper()
-	testenv.RequireTemporal(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
 	d := dockerengine.NewDialer(dockerengine.Options{})
-	w := sdkworker.New(srv.Client(), workflows.TaskQueue, sdkworker.Options{})
-	w.RegisterWorkflowWithOptions(workflows.ReleaseLock, workflow.RegisterOptions{Name: workflows.LockWorkflowName})
-	workflows.RegisterLoadTest(w)
-	activities.RegisterLoadTest(w, activities.NewLoadTest(d, activities.LoadTestOptions{}))
-	if err := w.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Stop(); _ = d.Close() })
-	return &ltCLI{addr: srv.HostPort(), d: d}
-}
-
-func (s *ltCLI) run(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	root := &cobra.Command{Use: "slipway", SilenceUsage: true, SilenceErrors: true}
-	root.AddCommand(newSchedulesCmd(), newLoadTestCmd())
-	var out, errb bytes.Buffer
-	root.SetOut(&out)
-	root.SetErr(&errb)
-	root.SetArgs(append(args, "--temporal-address", s.addr))
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := root.ExecuteContext(ctx); err != nil {
-		code = 1
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-		}
-		fmt.Fprintln(&errb, "slipway:", err)
-	}
-	return code, out.String(), errb.String()
+	t.Cleanup(func() { _ = d.Close() })
+	return &ltCLI{cliStack: newCLIStack(t), d: d}
 }
 
 const ltCLISpec = `environment: %s
@@ -103,6 +61,11 @@ load_tests:
     duration: 2s
     requests: [{path: /}]
     slo: {p95: 100ms}
+  - name: long
+    service: web
+    rate: 10
+    duration: 5m
+    requests: [{path: /}]
 `
 
 func TestLoadTestCLI(t *testing.T) {
@@ -179,6 +142,29 @@ func TestLoadTestCLI(t *testing.T) {
 	}
 	if code, _, errb = s.run(t, "loadtest", "run", "-f", file, "nope"); code != 1 || !strings.Contains(errb, `no load test "nope"`) {
 		t.Fatalf("unknown test: exit %d, %s", code, errb)
+	}
+
+	// cancel: a run of five minutes stops, scales back and ends cancelled; a second cancel
+	// finds it ended.
+	code, out, errb = s.run(t, "loadtest", "run", "-f", file, "long", "-o", "json")
+	var started struct{ ID string }
+	if code != 0 || json.Unmarshal([]byte(out), &started) != nil || !strings.HasPrefix(started.ID, "loadtest-"+env+"-long-") {
+		t.Fatalf("run long: exit %d\n%s%s", code, out, errb)
+	}
+	if code, out, errb = s.run(t, "loadtest", "cancel", started.ID); code != 0 || !strings.Contains(out, "cancel requested: "+started.ID) {
+		t.Fatalf("cancel: exit %d\n%s%s", code, out, errb)
+	}
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		code, out, errb = s.run(t, "loadtest", "show", started.ID)
+		if code != codeWaiting || time.Now().After(deadline) {
+			break
+		}
+	}
+	if code != 1 || !strings.Contains(errb, "cancelled (scaled back)") {
+		t.Fatalf("show after cancel: exit %d\n%s%s", code, out, errb)
+	}
+	if code, _, errb = s.run(t, "loadtest", "cancel", started.ID); code != 1 || !strings.Contains(errb, "already ended") {
+		t.Fatalf("second cancel: exit %d, %s", code, errb)
 	}
 }
 

@@ -1,9 +1,8 @@
 package main
 
-// slipway schedules: the load-test schedules of an environment (docs/loadtests.md). These commands
-// talk to Temporal directly, with the same flags and environment as `slipway worker`
-// (--temporal-address, --temporal-namespace, TEMPORAL_*), so a pipeline can sync a spec
-// without an API token; the API offers the same under /v1/loadtests/schedules.
+// slipway schedules: the load-test schedules of an environment (docs/loadtests.md), through the
+// API's /v1/loadtests/schedules routes, like every other command that acts on Temporal
+// (--url, --token: $SLIPWAY_URL, $SLIPWAY_TOKEN).
 
 import (
 	"fmt"
@@ -15,8 +14,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/slipwayhq/slipway/schedules"
-	"github.com/slipwayhq/slipway/spec"
-	"github.com/slipwayhq/slipway/workflows"
 )
 
 // newSchedulesCmd builds `slipway schedules` and its subcommands afresh (tests build their
@@ -24,7 +21,7 @@ import (
 func newSchedulesCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "schedules",
-		Short: "Manage the Temporal Schedules of an environment's load tests",
+		Short: "Manage the Temporal Schedules of an environment's load tests (through the API)",
 		Long: `Load tests declared in a spec with a schedule (a cron expression such as "0 3 * * *",
 in UTC unless it starts with CRON_TZ=, or an interval such as "@every 6h") run as Temporal
 Schedules named loadtest-<environment>-<test>. "sync" makes Temporal match the spec.`,
@@ -33,27 +30,11 @@ Schedules named loadtest-<environment>-<test>. "sync" makes Temporal match the s
 	return cmd
 }
 
-// ltOutputFlag is --output text|json.
-type ltOutputFlag struct{ output string }
-
-func (o *ltOutputFlag) register(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&o.output, "output", "o", "text", "output format: text or json")
-}
-
-func (o *ltOutputFlag) check() error {
-	if o.output != "text" && o.output != "json" {
-		return fmt.Errorf("--output: %q is neither text nor json", o.output)
-	}
-	return nil
-}
-
 func newSchedulesSyncCmd() *cobra.Command {
 	var (
-		tf        temporalFlags
-		out       ltOutputFlag
-		file      string
-		dryRun    bool
-		taskQueue string
+		f      clientFlags
+		file   string
+		dryRun bool
 	)
 	cmd := &cobra.Command{
 		Use:   "sync -f SPEC",
@@ -63,40 +44,33 @@ when missing or updates it when the test changed (its spec hash); deletes the en
 load-test schedules the spec no longer has. Running it again changes nothing.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := out.check(); err != nil {
+			c, err := f.client()
+			if err != nil {
 				return err
 			}
 			if file == "" {
 				return fmt.Errorf("-f SPEC is required")
 			}
-			env, err := spec.Load(file)
-			if err != nil {
-				return &exitError{codeError, err}
-			}
-			ctx, c, done, err := tf.connect(cmd)
+			data, err := readSpec(file)
 			if err != nil {
 				return err
 			}
-			defer done()
-			rep, err := schedules.SyncWith(ctx, c, env, schedules.Options{TaskQueue: taskQueue, DryRun: dryRun})
-			if out.output == "json" {
-				if perr := printJSON(cmd.OutOrStdout(), rep); perr != nil {
-					return perr
-				}
-			} else {
-				printScheduleReport(cmd.OutOrStdout(), rep)
-			}
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			rep, err := c.SyncSchedules(ctx, data, file, dryRun)
 			if err != nil {
-				return &exitError{codeError, fmt.Errorf("sync %s: %w", env.Environment, err)}
+				return &exitError{codeError, fmt.Errorf("sync %s: %w", file, err)}
 			}
+			if f.json() {
+				return printJSON(cmd.OutOrStdout(), rep)
+			}
+			printScheduleReport(cmd.OutOrStdout(), *rep)
 			return nil
 		},
 	}
-	tf.register(cmd)
-	out.register(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "deployment spec (YAML or JSON)")
+	f.register(cmd)
+	cmd.Flags().StringVarP(&file, "file", "f", "", "deployment spec (YAML or JSON; - for standard input)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "say what would change, change nothing")
-	cmd.Flags().StringVar(&taskQueue, "task-queue", workflows.TaskQueue, "task queue the scheduled runs go to")
 	return cmd
 }
 
@@ -121,8 +95,7 @@ func printScheduleReport(w io.Writer, rep schedules.Report) {
 
 func newSchedulesListCmd() *cobra.Command {
 	var (
-		tf  temporalFlags
-		out ltOutputFlag
+		f   clientFlags
 		env string
 	)
 	cmd := &cobra.Command{
@@ -130,19 +103,17 @@ func newSchedulesListCmd() *cobra.Command {
 		Short: "List load-test schedules (of one environment with --environment)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := out.check(); err != nil {
-				return err
-			}
-			ctx, c, done, err := tf.connect(cmd)
+			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			defer done()
-			list, err := schedules.List(ctx, c, env)
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			list, err := c.ListSchedules(ctx, env)
 			if err != nil {
 				return &exitError{codeError, err}
 			}
-			if out.output == "json" {
+			if f.json() {
 				if list == nil {
 					list = []schedules.Info{}
 				}
@@ -163,15 +134,14 @@ func newSchedulesListCmd() *cobra.Command {
 			return tw.Flush()
 		},
 	}
-	tf.register(cmd)
-	out.register(cmd)
+	f.register(cmd)
 	cmd.Flags().StringVarP(&env, "environment", "e", "", "only this environment's schedules")
 	return cmd
 }
 
 func newSchedulesDeleteCmd() *cobra.Command {
 	var (
-		tf   temporalFlags
+		f    clientFlags
 		env  string
 		name string
 	)
@@ -183,12 +153,13 @@ func newSchedulesDeleteCmd() *cobra.Command {
 			if env == "" {
 				return fmt.Errorf("--environment is required")
 			}
-			ctx, c, done, err := tf.connect(cmd)
+			c, err := f.client()
 			if err != nil {
 				return err
 			}
-			defer done()
-			deleted, err := schedules.Delete(ctx, c, env, name)
+			ctx, cancel := signalContext(cmd)
+			defer cancel()
+			deleted, err := c.DeleteSchedules(ctx, env, name)
 			for _, id := range deleted {
 				fmt.Fprintf(cmd.OutOrStdout(), "deleted %s\n", id)
 			}
@@ -201,7 +172,7 @@ func newSchedulesDeleteCmd() *cobra.Command {
 			return nil
 		},
 	}
-	tf.register(cmd)
+	f.register(cmd)
 	cmd.Flags().StringVarP(&env, "environment", "e", "", "environment")
 	cmd.Flags().StringVar(&name, "name", "", "the load test (default: every load-test schedule of the environment)")
 	return cmd

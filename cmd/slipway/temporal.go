@@ -59,15 +59,3 @@ func (f *temporalFlags) dial(ctx context.Context) (client.Client, string, error)
 func sdkLogger() sdklog.Logger {
 	return sdklog.NewStructuredLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 }
-
-// connect gives a command a context that ends on Ctrl-C or SIGTERM and a Temporal client;
-// done closes both.
-func (f *temporalFlags) connect(cmd *cobra.Command) (context.Context, client.Client, func(), error) {
-	ctx, cancel := signalContext(cmd)
-	c, _, err := f.dial(ctx)
-	if err != nil {
-		cancel()
-		return nil, nil, nil, err
-	}
-	return ctx, c, func() { c.Close(); cancel() }, nil
-}
