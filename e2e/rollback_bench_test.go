@@ -236,6 +236,12 @@ func switchedAll(t testing.TB, obs []*observer, version string, from time.Time) 
 			out.firstBad = v.firstBad
 		}
 		out.failed += v.failed
+		for k, n := range v.why {
+			if out.why == nil {
+				out.why = map[string]int{}
+			}
+			out.why[k] += n
+		}
 		out.rounds += v.rounds
 	}
 	require.NotZero(t, out.clusters, "no observer saw the bad version")
