@@ -261,16 +261,6 @@ func parseRounds(log string) []round {
 
 func tail(rs []round, n int) []round { return rs[max(0, len(rs)-n):] }
 
-// has reports whether some answer of the round reports version (whatever its status).
-func (r round) has(version string) bool {
-	for _, a := range r.answers {
-		if a.version == version {
-			return true
-		}
-	}
-	return false
-}
-
 // whole reports whether the round got want answers, every one 200 from version.
 func (r round) whole(version string, want int) bool {
 	if r.dns != "" || len(r.answers) != want {
