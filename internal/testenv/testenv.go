@@ -240,9 +240,11 @@ func AssertNoContainers(t testing.TB, environment string) {
 			where = "the default engine"
 		}
 		containers, networks, err := leftovers(ctx, host, environment)
-		// A probe container whose job just ended is being removed by the engine itself
-		// (AutoRemove): give it a few seconds before calling it a leftover.
-		for settle := time.Now().Add(10 * time.Second); err == nil && onlyProbes(containers) && time.Now().Before(settle); {
+		// A probe container ends on its own: its job has a deadline and the engine removes it
+		// (AutoRemove). One started by a worker the test SIGKILLed runs its job to that end,
+		// which under load takes longer than the job itself: give probes 30 s before calling
+		// them leftovers (any other container is one at once).
+		for settle := time.Now().Add(30 * time.Second); err == nil && onlyProbes(containers) && time.Now().Before(settle); {
 			time.Sleep(200 * time.Millisecond)
 			containers, networks, err = leftovers(ctx, host, environment)
 		}
