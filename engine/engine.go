@@ -254,6 +254,10 @@ type Endpoint struct {
 	// addresses (the cluster's `probes: direct`), instead of running in a probe container on
 	// the engine (the default, which needs nothing but the engine's API).
 	DirectProbes bool
+	// Swarm: Host is a Swarm manager's API (the cluster's `kind: swarm`); the adapter runs
+	// each service version as one Swarm service and maps the replica operations onto its
+	// scale (docs/swarm.md).
+	Swarm bool
 }
 
 // Display is the endpoint as error messages name it.

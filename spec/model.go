@@ -59,6 +59,10 @@ type Cluster struct {
 	// worker needs nothing but the engine's API) or "direct" (from the worker straight to the
 	// containers' addresses: only where the worker shares the engine's host network).
 	Probes string `yaml:"probes,omitempty" json:"probes,omitempty" jsonschema:"enum=engine,enum=direct"`
+	// Kind is what the endpoint is: "engine" (default: a plain Docker engine, one container
+	// per replica) or "swarm" (a Swarm manager's API: one Swarm service per version, scaled;
+	// docs/swarm.md).
+	Kind string `yaml:"kind,omitempty" json:"kind,omitempty" jsonschema:"enum=engine,enum=swarm"`
 }
 
 // TLS names the client certificate files for a tcp:// endpoint.
@@ -322,6 +326,8 @@ const (
 	OnTimeoutProceed    = "proceed"
 	ProbesEngine        = "engine"
 	ProbesDirect        = "direct"
+	KindEngine          = "engine"
+	KindSwarm           = "swarm"
 	DefaultWave         = 1
 	MaxSpecBytes        = 1 << 20
 	DefaultTemporalPort = 7233

@@ -16,6 +16,7 @@ var schemaComments = map[string]string{
 	"github.com/slipwayhq/slipway/spec.Cluster":                                "Cluster is one Docker engine endpoint.",
 	"github.com/slipwayhq/slipway/spec.Cluster.Canary":                         "Canary marks the cluster where canaries are onboarded. Default: the first cluster of the lowest wave.",
 	"github.com/slipwayhq/slipway/spec.Cluster.Endpoint":                       "Endpoint is a DOCKER_HOST-style URL: unix:///var/run/docker.sock, tcp://host:2376. Empty means the worker's own environment (DOCKER_HOST or the default socket).",
+	"github.com/slipwayhq/slipway/spec.Cluster.Kind":                           "Kind is what the endpoint is: \"engine\" (default: a plain Docker engine, one container per replica) or \"swarm\" (a Swarm manager's API: one Swarm service per version, scaled; docs/swarm.md).",
 	"github.com/slipwayhq/slipway/spec.Cluster.Labels":                         "Labels are free key/value metadata of the cluster (region, team ...).",
 	"github.com/slipwayhq/slipway/spec.Cluster.Name":                           "Name is the cluster's name (a DNS label, unique in the environment).",
 	"github.com/slipwayhq/slipway/spec.Cluster.Policy":                         "Policy says what containers may do on this cluster; everything is denied by default.",

@@ -303,6 +303,15 @@ func (v *validator) cluster(c *Cluster, p string) {
 	default:
 		v.errorf(p+".probes", "probes must be %q (next to the replicas, the default) or %q (from the worker), got %q", ProbesEngine, ProbesDirect, c.Probes)
 	}
+	switch c.Kind {
+	case "", KindEngine:
+	case KindSwarm:
+		if c.Probes == ProbesDirect {
+			v.errorf(p+".probes", "a swarm cluster's replicas are reached on its overlay network: probes must be %q there, got %q", ProbesEngine, c.Probes)
+		}
+	default:
+		v.errorf(p+".kind", "kind must be %q (a Docker engine, the default) or %q (a Swarm manager), got %q", KindEngine, KindSwarm, c.Kind)
+	}
 	for k := range c.Labels {
 		if k == "" {
 			v.errorf(p+".labels", "label keys must not be empty")

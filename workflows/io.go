@@ -61,12 +61,15 @@ type Target struct {
 	Policy      spec.ClusterPolicy `json:"policy"`
 	// Probes is the cluster's probe site (spec.ProbesEngine or spec.ProbesDirect).
 	Probes string `json:"probes,omitempty"`
+	// Kind is the cluster's kind (spec.KindSwarm for a Swarm manager; empty for a plain
+	// engine).
+	Kind string `json:"kind,omitempty"`
 }
 
 // EngineEndpoint is the engine endpoint of the target.
 func (t Target) EngineEndpoint() engine.Endpoint {
 	return engine.Endpoint{Cluster: t.Cluster, Host: t.Endpoint, TLSCA: t.TLSCA, TLSCert: t.TLSCert, TLSKey: t.TLSKey, TLSVerify: t.TLSVerify,
-		DirectProbes: t.Probes == spec.ProbesDirect}
+		DirectProbes: t.Probes == spec.ProbesDirect, Swarm: t.Kind == spec.KindSwarm}
 }
 
 // Network is the environment's network on the target cluster.
@@ -75,6 +78,9 @@ func (t Target) Network() string { return engine.NetworkName(t.Environment, t.Cl
 // TargetOf builds the activity target of a spec cluster.
 func TargetOf(environment string, c spec.Cluster) Target {
 	t := Target{Environment: environment, Cluster: c.Name, Endpoint: c.Endpoint, Policy: c.Policy, Probes: c.Probes}
+	if c.Kind == spec.KindSwarm {
+		t.Kind = spec.KindSwarm
+	}
 	if c.TLS != nil {
 		t.TLSCA, t.TLSCert, t.TLSKey = c.TLS.CA, c.TLS.Cert, c.TLS.Key
 		t.TLSVerify = c.TLS.Verify == nil || *c.TLS.Verify
