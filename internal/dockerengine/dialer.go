@@ -76,6 +76,7 @@ type Dialer struct {
 
 	mu      sync.Mutex
 	engines map[endpointKey]*Engine
+	swarms  map[endpointKey]*Swarm // clusters of kind swarm (their own clients)
 }
 
 var _ engine.Dialer = (*Dialer)(nil)
@@ -89,14 +90,34 @@ type endpointKey struct {
 
 // NewDialer returns a Dialer with the given options.
 func NewDialer(opts Options) *Dialer {
-	return &Dialer{opts: opts.withDefaults(), engines: map[endpointKey]*Engine{}}
+	return &Dialer{opts: opts.withDefaults(), engines: map[endpointKey]*Engine{}, swarms: map[endpointKey]*Swarm{}}
 }
 
 // Dial returns the engine of ep. It does not contact the engine (a cluster that is down
 // yields KindUnavailable errors from the operations, which the caller retries); a host
 // URL or TLS file that cannot be used is an error of kind KindInvalid.
 func (d *Dialer) Dial(_ context.Context, ep engine.Endpoint) (engine.Engine, error) {
+	if ep.Swarm {
+		return d.dialSwarm(ep)
+	}
 	return d.dial(ep)
+}
+
+// dialSwarm returns the Swarm adapter of a `kind: swarm` endpoint (a manager's API).
+func (d *Dialer) dialSwarm(ep engine.Endpoint) (*Swarm, error) {
+	k := endpointKey{host: ep.Host, ca: ep.TLSCA, cert: ep.TLSCert, key: ep.TLSKey, verify: ep.TLSVerify, direct: ep.DirectProbes}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s, ok := d.swarms[k]; ok {
+		return s, nil
+	}
+	s, err := NewSwarm(ep, d.opts)
+	if err != nil {
+		return nil, err
+	}
+	s.shared = true
+	d.swarms[k] = s
+	return s, nil
 }
 
 func (d *Dialer) dial(ep engine.Endpoint) (*Engine, error) {
@@ -125,6 +146,12 @@ func (d *Dialer) Close() error {
 			first = err
 		}
 		delete(d.engines, k)
+	}
+	for k, s := range d.swarms {
+		if err := s.cli.Close(); err != nil && first == nil {
+			first = err
+		}
+		delete(d.swarms, k)
 	}
 	return first
 }
