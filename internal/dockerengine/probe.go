@@ -214,7 +214,13 @@ func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job pr
 		Resources:      container.Resources{Memory: probeMemory},
 		RestartPolicy:  container.RestartPolicy{Name: container.RestartPolicyDisabled},
 	}
-	cctx, cancel := e.call(ctx)
+	// The create is not cut short by ctx: a create abandoned when ctx ends (the activity
+	// returned: its replica crashed, its deadline passed) may still be carried out by the
+	// engine, leaving a container that was never started (so never auto-removed) for the
+	// sweep to find a minute later. It runs to its answer on a budget of its own, and a
+	// container it made is removed below whatever happens; one whose answer was lost (the
+	// call timed out) is removed by name.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.CallTimeout)
 	created, err := e.cli.ContainerCreate(cctx, cfg, hostCfg, nil, nil, name)
 	cancel()
 	if err != nil && len(at.Beside) > 0 && strings.Contains(err.Error(), "non running container") {
@@ -222,7 +228,12 @@ func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job pr
 		return e.probeInContainer(ctx, engine.ProbeAt{Network: at.Network}, job, emit)
 	}
 	if err != nil {
+		e.removeProbe(ctx, name)
 		return classify(op, err)
+	}
+	if ctx.Err() != nil {
+		e.removeProbe(ctx, created.ID)
+		return ctx.Err()
 	}
 	// From here on the container goes, whatever happens: removing a container that removed
 	// itself is success.
