@@ -33,6 +33,8 @@ type Environment struct {
 	Services []Service `yaml:"services" json:"services"`
 	// LoadTests are load tests of single services, on demand, on a schedule or as a canary gate.
 	LoadTests []LoadTest `yaml:"load_tests,omitempty" json:"load_tests,omitempty"`
+	// Notifications are the webhooks told of this environment's release events.
+	Notifications *Notifications `yaml:"notifications,omitempty" json:"notifications,omitempty"`
 }
 
 // Cluster is one Docker engine endpoint.

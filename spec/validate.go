@@ -292,6 +292,7 @@ func (v *validator) environment(env *Environment) {
 	for i := range env.LoadTests {
 		v.loadTest(env, i, clusters, services)
 	}
+	v.notifications(env.Notifications)
 }
 
 func (v *validator) cluster(c *Cluster, p string) {
