@@ -2,6 +2,7 @@ package dockerengine
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -201,5 +202,35 @@ func TestSwarmUnhealthy(t *testing.T) {
 	})
 	if got.Action != engine.EventDie || got.ExitCode == 0 || got.Version != "bad-crash" {
 		t.Fatalf("event %+v, want a die with a non-zero exit code", got)
+	}
+}
+
+// TestSwarmServiceName: names Swarm accepts (a DNS name component of at most 63
+// characters), the same for the same version, distinct for versions that differ only in
+// characters Swarm refuses, or past the cut.
+func TestSwarmServiceName(t *testing.T) {
+	valid := regexp.MustCompile(`^[a-zA-Z0-9](?:[-_]*[A-Za-z0-9]+)*$`)
+	k := engine.Key{Environment: "prod", Cluster: "core", Service: "web"}
+	long := strings.Repeat("x", 80)
+	seen := map[string]string{}
+	for _, v := range []string{"v2", "1.0.0", "1-0-0", "sha256:" + strings.Repeat("ab", 32), long + "1", long + "2"} {
+		k.Version = v
+		n := SwarmServiceName(k)
+		if !valid.MatchString(n) || len(n) > 63 {
+			t.Errorf("version %q: name %q is not a valid swarm name", v, n)
+		}
+		if n != SwarmServiceName(k) {
+			t.Errorf("version %q: name not deterministic", v)
+		}
+		if o, dup := seen[n]; dup {
+			t.Errorf("versions %q and %q share the name %q", o, v, n)
+		}
+		seen[n] = v
+	}
+	if got := SwarmServiceName(engine.Key{Environment: "prod", Cluster: "core", Service: "web", Version: "v2"}); got != "slipway-prod-core-web-v2" {
+		t.Errorf("plain name: %q", got)
+	}
+	if got := SwarmNetworkName(engine.NetworkName("prod", "core")); got != "slipway-prod-core" {
+		t.Errorf("network name: %q", got)
 	}
 }
