@@ -14,7 +14,6 @@ import (
 
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
-	"go.temporal.io/sdk/temporal"
 
 	"github.com/slipwayhq/slipway/apiclient"
 	"github.com/slipwayhq/slipway/internal/testenv"
@@ -224,11 +223,7 @@ func BenchmarkReleaseStarts(b *testing.B) {
 				_, err := a.tc.ExecuteWorkflow(context.Background(), client.StartWorkflowOptions{
 					ID: workflows.ReleaseWorkflowID(e.Environment, in.ID), TaskQueue: queue,
 					WorkflowIDReusePolicy: enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
-					TypedSearchAttributes: temporal.NewSearchAttributes(
-						temporal.NewSearchAttributeKeyKeyword(workflows.SAEnvironment).ValueSet(e.Environment),
-						temporal.NewSearchAttributeKeyKeywordList(workflows.SAServices).ValueSet([]string{"web"}),
-						temporal.NewSearchAttributeKeyKeyword(workflows.SAKind).ValueSet("release"),
-					),
+					TypedSearchAttributes: workflows.ReleaseStartAttributes(e.Environment, []string{"web"}, []string{"web=1.0.0"}, "admin"),
 				}, workflows.ReleaseWorkflowName, in)
 				return err
 			})
