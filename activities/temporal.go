@@ -98,6 +98,7 @@ func (a *Releases) RunRepair(ctx context.Context, in workflows.RepairInput) (wor
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
 		WorkflowIDConflictPolicy: enumspb.WORKFLOW_ID_CONFLICT_POLICY_USE_EXISTING,
 		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
+		StaticSummary:            fmt.Sprintf("repair of release %s, closed from outside Slipway (%s)", in.WorkflowID, in.Status),
 	}, workflows.RepairWorkflowName, in)
 	var started *serviceerror.WorkflowExecutionAlreadyStarted
 	switch {

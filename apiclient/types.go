@@ -59,7 +59,12 @@ type ReleaseSummary struct {
 	Phase       workflows.Phase   `json:"phase,omitempty"`
 	Outcome     workflows.Outcome `json:"outcome,omitempty"`
 	TriggeredBy string            `json:"triggered_by,omitempty"`
-	// ExecutionStatus is Temporal's: Running, Completed, Failed, Terminated, ...
+	// Description, BuildURL and Commit are what the release was started with (its memo).
+	Description string `json:"description,omitempty"`
+	BuildURL    string `json:"build_url,omitempty"`
+	Commit      string `json:"commit,omitempty"`
+	// ExecutionStatus is Temporal's: Running, Completed, Failed (a release that did not
+	// succeed), Terminated, ...
 	ExecutionStatus string    `json:"execution_status"`
 	StartedAt       time.Time `json:"started_at"`
 	ClosedAt        time.Time `json:"closed_at,omitzero"`

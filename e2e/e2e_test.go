@@ -263,8 +263,8 @@ func (f *fixture) release(id string, in workflows.ReleaseInput) client.WorkflowR
 
 func (f *fixture) wait(run client.WorkflowRun) workflows.ReleaseStatus {
 	f.t.Helper()
-	var st workflows.ReleaseStatus
-	if err := run.Get(ctxT(f.t, 3*time.Minute), &st); err != nil {
+	st, err := workflows.ReleaseResult(ctxT(f.t, 3*time.Minute), run)
+	if err != nil {
 		f.dumpHistory(run)
 		f.t.Fatalf("release %s: %v", run.GetID(), err)
 	}

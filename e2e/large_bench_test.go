@@ -206,7 +206,7 @@ func (f *fixture) runLarge(env spec.Environment, id string, fastTrack bool) larg
 			}
 		}
 	}()
-	err = run.Get(ctx, &m.st)
+	m.st, err = workflows.ReleaseResult(ctx, run)
 	m.wall = time.Since(t0)
 	stop()
 	<-done

@@ -37,11 +37,23 @@ func newShortID(now time.Time) string {
 	return now.UTC().Format("20060102t150405") + string(b)
 }
 
-// keyShortID derives the short id from an Idempotency-Key (scoped to the token holder), so a
-// retried POST names the same workflow.
+// keyShortID is the short id of releases started before keyShortIDs (k + 24 hex digits):
+// still looked up, so a key used then names the same release.
 func keyShortID(actor, key string) string {
 	h := sha256.Sum256([]byte(actor + "\x00" + key))
 	return "k" + hex.EncodeToString(h[:12])
+}
+
+// keyShortIDs derives the short id from an Idempotency-Key (scoped to the token holder), so a
+// retried POST names the same workflow, readable: the UTC day and a short hash of the key
+// (20261202k3fa9c2d1e0; the release id is release-<environment>-<that>). The first is the id
+// a new release gets; the others are those the key may already name and are looked up first:
+// the day before (a retry across midnight UTC) and the form before days (keyShortID).
+func keyShortIDs(actor, key string, now time.Time) []string {
+	h := sha256.Sum256([]byte(actor + "\x00" + key))
+	tag := "k" + hex.EncodeToString(h[:5])
+	day := now.UTC()
+	return []string{day.Format("20060102") + tag, day.AddDate(0, 0, -1).Format("20060102") + tag, keyShortID(actor, key)}
 }
 
 // envOfID reads the environment out of a release id; ok is false for ids that are not

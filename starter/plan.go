@@ -28,6 +28,7 @@ func (s *Server) runPlan(c *gin.Context, env *spec.Environment) (*workflows.Plan
 		WorkflowExecutionTimeout: s.cfg.PlanTimeout,
 		WorkflowTaskTimeout:      workflows.WorkflowTaskTimeout,
 		WorkflowIDReusePolicy:    enumspb.WORKFLOW_ID_REUSE_POLICY_REJECT_DUPLICATE,
+		StaticSummary:            "plan of " + env.Environment + " (read-only: what a release would change)",
 	}, workflows.PlanWorkflowName, *env)
 	if err != nil {
 		return nil, fmt.Errorf("start plan: %w", err)

@@ -37,6 +37,9 @@ import (
 const (
 	memoRequestHash = "slipway_request_hash"
 	memoDescription = "slipway_description"
+	// memoBuildURL and memoCommit are the Jenkins build and commit of a release (trace.go).
+	memoBuildURL = "slipway_build_url"
+	memoCommit   = "slipway_commit"
 )
 
 // readBody reads the request body up to the configured cap: 413 above it.
@@ -348,16 +351,21 @@ func (s *Server) queueParam(c *gin.Context) (spec.Duration, error) {
 // start starts the release workflow, unless an Idempotency-Key names a release that already
 // exists (returned with Existing) or the release overlaps one in flight (409).
 func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string) (*apiclient.Release, error) {
+	if err := checkTrace(&req.in); err != nil {
+		return nil, err
+	}
 	ctx, cancel := s.callCtx(c)
 	defer cancel()
 	env := req.in.Spec.Environment
 	actor := req.in.TriggeredBy
 	short := newShortID(time.Now())
+	var earlier []string // other ids the Idempotency-Key may already name (keyShortIDs)
 	if key != "" {
 		if len(key) > 255 {
 			return nil, badRequest("Idempotency-Key: at most 255 characters")
 		}
-		short = keyShortID(actor, key)
+		ids := keyShortIDs(actor, key, time.Now())
+		short, earlier = ids[0], ids[1:]
 	} else if req.in.RollbackOf != "" {
 		short = "rb" + shortOfID(req.in.RollbackOf)
 	}
@@ -372,12 +380,20 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 	defer lock.Unlock()
 
 	if idempotent {
-		d, err := s.tc.DescribeWorkflowExecution(ctx, wid, "")
-		if err == nil {
-			return s.existing(c, d, reqHash, key)
+		lookup := []string{wid}
+		if req.in.ID == short {
+			for _, e := range earlier {
+				lookup = append(lookup, workflows.ReleaseWorkflowID(env, e))
+			}
 		}
-		if !isNotFound(err) {
-			return nil, fmt.Errorf("look up release %s: %w", wid, err)
+		for _, id := range lookup {
+			d, err := s.tc.DescribeWorkflowExecution(ctx, id, "")
+			if err == nil {
+				return s.existing(c, d, reqHash, key)
+			}
+			if !isNotFound(err) {
+				return nil, fmt.Errorf("look up release %s: %w", id, err)
+			}
 		}
 	}
 	// A service held after a failed rollback is refused even when queueing: it stays held
@@ -400,6 +416,7 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 	// An idempotent start that finds its workflow already started (by another API replica
 	// in the same instant: the lookup above is not atomic with the start) fails here, and
 	// the caller gets that release, marked existing. Temporal decides who started it.
+	summary, details := workflows.ReleaseStaticMetadata(req.in, versions)
 	opts := client.StartWorkflowOptions{
 		ID:                       wid,
 		TaskQueue:                s.cfg.TaskQueue,
@@ -408,8 +425,12 @@ func (s *Server) start(c *gin.Context, req *releaseRequest, key, reqHash string)
 		// Without it the SDK hands back the running workflow as if this call had started it.
 		WorkflowExecutionErrorWhenAlreadyStarted: true,
 		WorkflowTaskTimeout:                      workflows.WorkflowTaskTimeout,
-		Memo:                                     map[string]any{memoRequestHash: reqHash, memoDescription: req.in.Description},
+		Memo:                                     traceMemo(reqHash, req.in),
 		TypedSearchAttributes:                    workflows.ReleaseStartAttributes(env, req.scope, versions, actor),
+		// The Web UI's summary and details (workflows/metadata.go); no RetryPolicy: a
+		// release that did not succeed fails its workflow and is never retried.
+		StaticSummary: summary,
+		StaticDetails: details,
 	}
 	run, err := s.tc.ExecuteWorkflow(ctx, opts, workflows.ReleaseWorkflowName, req.in)
 	if err != nil {

@@ -128,12 +128,26 @@ func (s *Server) fetch(ctx context.Context, id string, shared bool) (*apiclient.
 // workflow that failed or was terminated has no result: its last status (if the query gave
 // one) is kept and the outcome says failed.
 func (s *Server) closedView(ctx context.Context, id, runID string, status enumspb.WorkflowExecutionStatus, last *workflows.ReleaseStatus) (*apiclient.Release, error) {
+	if status == enumspb.WORKFLOW_EXECUTION_STATUS_FAILED {
+		// A release that did not succeed fails its workflow with its status in the failure
+		// (workflows/result.go); any other failure is a run closed from outside.
+		gctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
+		final, err := workflows.ReleaseResult(gctx, s.tc.GetWorkflow(gctx, id, runID))
+		cancel()
+		if err == nil {
+			rel := s.view(id, runID, &final, false)
+			s.ended.put(id, rel)
+			return rel, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
 	if closedFromOutside(status) {
 		return s.repairView(ctx, id, runID, status)
 	}
-	var final workflows.ReleaseStatus
 	gctx, cancel := context.WithTimeout(ctx, s.cfg.CallTimeout)
-	err := s.tc.GetWorkflow(gctx, id, runID).Get(gctx, &final)
+	final, err := workflows.ReleaseResult(gctx, s.tc.GetWorkflow(gctx, id, runID))
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -162,7 +176,8 @@ func (s *Server) closedView(ctx context.Context, id, runID string, status enumsp
 }
 
 // closedFromOutside reports whether a release run closed without returning its result:
-// terminated (the Web UI, the Temporal CLI, an SDK, or a reset), timed out, or failed.
+// terminated (the Web UI, the Temporal CLI, an SDK, or a reset), timed out, or failed (a
+// failed run whose failure carries the release's status is not: closedView reads it first).
 func closedFromOutside(st enumspb.WorkflowExecutionStatus) bool {
 	switch st {
 	case enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED, enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT,
@@ -198,8 +213,8 @@ func (s *Server) repairView(ctx context.Context, id, runID string, status enumsp
 			Reason: fmt.Sprintf("closed from outside Slipway (%s); Slipway is repairing it (%s)", statusName(status), rid)}, true)
 		return rel, nil
 	case err == nil:
-		var final workflows.ReleaseStatus
-		if gerr := s.tc.GetWorkflow(cctx, rid, "").Get(cctx, &final); gerr != nil {
+		final, gerr := workflows.ReleaseResult(cctx, s.tc.GetWorkflow(cctx, rid, ""))
+		if gerr != nil {
 			return nil, fmt.Errorf("repair of release %s: %w", id, gerr)
 		}
 		rel := s.view(id, runID, &final, false)
@@ -263,8 +278,7 @@ func (s *Server) waitForEnd(c *gin.Context, id, runID string, wait time.Duration
 	ctx := c.Request.Context()
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	var final workflows.ReleaseStatus
-	err := s.tc.GetWorkflow(wctx, id, runID).Get(wctx, &final)
+	final, err := workflows.ReleaseResult(wctx, s.tc.GetWorkflow(wctx, id, runID))
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -530,6 +544,9 @@ func (s *Server) listReleases(c *gin.Context) {
 			Phase:           workflows.Phase(saString(f, workflows.SAPhase)),
 			Outcome:         terminalOutcome(saString(f, workflows.SAOutcome)),
 			TriggeredBy:     saString(f, workflows.SATriggeredBy),
+			Description:     memoString(e.GetMemo(), memoDescription),
+			BuildURL:        memoString(e.GetMemo(), memoBuildURL),
+			Commit:          memoString(e.GetMemo(), memoCommit),
 			ExecutionStatus: statusName(e.GetStatus()),
 			StartedAt:       e.GetStartTime().AsTime(),
 			Links:           s.links(id, e.GetExecution().GetRunId()),

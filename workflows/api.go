@@ -222,6 +222,9 @@ type ReleaseStatus struct {
 	Reason      string            `json:"reason,omitempty"`
 	Paused      bool              `json:"paused,omitempty"`
 	TriggeredBy string            `json:"triggered_by"`
+	Description string            `json:"description,omitempty"` // with BuildURL and Commit: the input's (Jenkins)
+	BuildURL    string            `json:"build_url,omitempty"`
+	Commit      string            `json:"commit,omitempty"`
 	ApprovedBy  string            `json:"approved_by,omitempty"`
 	AbortedBy   string            `json:"aborted_by,omitempty"`
 	Services    []ServiceProgress `json:"services"`

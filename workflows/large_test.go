@@ -161,8 +161,8 @@ func TestLargeReleaseHistory(t *testing.T) {
 			time.Sleep(200 * time.Millisecond)
 		}
 	}()
-	var st ReleaseStatus
-	require.NoError(t, run.Get(ctx, &st))
+	st, err := ReleaseResult(ctx, run)
+	require.NoError(t, err)
 	wall := time.Since(start)
 	<-done
 	require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)

@@ -158,6 +158,8 @@ func takeLock(ctx, lockCtx workflow.Context, in LockInput, holder string) (*held
 		WaitForCancellation:   true,
 		WorkflowTaskTimeout:   WorkflowTaskTimeout,
 		Memo:                  map[string]any{"release": holder, "release_workflow_id": in.WorkflowID},
+		// The Web UI's summary (metadata only: replays with or without it).
+		StaticSummary: fmt.Sprintf("release lock of %s in %s, held by %s", in.Service, in.Environment, holder),
 	}
 	outlives := in.RunID != ""
 	if outlives {

@@ -27,9 +27,11 @@ func overlapParent(ctx workflow.Context, ins []ReleaseInput) ([]ReleaseStatus, e
 	}
 	out := make([]ReleaseStatus, len(fs))
 	for i, f := range fs {
-		if err := f.Get(ctx, &out[i]); err != nil {
+		st, err := ReleaseResultOf(func(v any) error { return f.Get(ctx, v) })
+		if err != nil {
 			return nil, err
 		}
+		out[i] = st
 	}
 	return out, nil
 }

@@ -121,7 +121,9 @@ func optionsFor(ctx workflow.Context, activity string, extra time.Duration) work
 	if !ok {
 		panic("workflows: no activity options for " + activity) // programming error, caught by tests
 	}
-	return workflow.WithActivityOptions(ctx, withExtra(activity, o, extra))
+	o = withExtra(activity, o, extra)
+	o.Summary = summaryOf(ctx) // metadata.go
+	return workflow.WithActivityOptions(ctx, o)
 }
 
 // withExtra adds extra to the start-to-close timeout. An activity without a heartbeat
@@ -141,5 +143,6 @@ func rollbackOptionsFor(ctx workflow.Context, activity string, extra time.Durati
 	r := *o.RetryPolicy
 	r.MaximumAttempts = rollbackAttempts
 	o.RetryPolicy = &r
+	o.Summary = summaryOf(ctx) // metadata.go
 	return workflow.WithActivityOptions(ctx, o)
 }

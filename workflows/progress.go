@@ -143,4 +143,5 @@ func (r *release) upsert(ctx workflow.Context) {
 	if err := workflow.UpsertMemo(ctx, map[string]any{"summary": summary}); err != nil {
 		workflow.GetLogger(ctx).Warn("upsert memo", "error", err)
 	}
+	r.setDetails(ctx, versions) // metadata.go
 }

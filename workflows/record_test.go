@@ -69,8 +69,8 @@ func TestRecordHistories(t *testing.T) {
 		if during != nil {
 			during(run)
 		}
-		var st ReleaseStatus
-		require.NoError(t, run.Get(ctx, &st))
+		st, err := ReleaseResult(ctx, run)
+		require.NoError(t, err)
 		save(t, c, name, run.GetID(), run.GetRunID())
 		return st
 	}

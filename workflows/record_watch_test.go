@@ -40,8 +40,8 @@ func TestRecordWatchHistories(t *testing.T) {
 		in.ID, in.TriggeredBy = name, "recorder"
 		run, err := c.ExecuteWorkflow(ctx, client.StartWorkflowOptions{ID: ReleaseWorkflowID(in.Spec.Environment, in.ID), TaskQueue: queue}, ReleaseWorkflowName, in)
 		require.NoError(t, err)
-		var st ReleaseStatus
-		require.NoError(t, run.Get(ctx, &st))
+		st, err := ReleaseResult(ctx, run)
+		require.NoError(t, err)
 		save(t, c, name, run.GetID(), run.GetRunID())
 		return st
 	}

@@ -128,6 +128,11 @@ const (
 	// changeRefuseUndefaulted: policies come from the defaulted spec only (no fallbacks in
 	// the workflow), so a spec that was not defaulted is refused before anything is done.
 	changeRefuseUndefaulted = "refuse-undefaulted-spec"
+	// changeFailedResult: a release that did not succeed (rolled back, failed, refused,
+	// cancelled from outside) ends as a failed workflow, a non-retryable ApplicationError
+	// whose details carry its ReleaseStatus (result.go), so the Web UI's list shows it
+	// Failed. Before: every release completed with its status as the result.
+	changeFailedResult = "release-fails-unless-succeeded"
 )
 
 // errStop is returned by steps that stop because the release already failed.
@@ -135,9 +140,10 @@ var errStop = errors.New("release stopped")
 
 // Release is the Release workflow: plan, lock, check images, canary and roll out every
 // changed service layer by layer, verify, and either clean up (succeeded) or roll back
-// everything it touched (rolled_back, or failed when the rollback cannot finish). Its result
-// is the final status; it never returns an error for a release that went wrong, only the
-// outcome.
+// everything it touched (rolled_back, or failed when the rollback cannot finish). A release
+// that succeeded completes with its final status as the result; one that did not fails with
+// a non-retryable ApplicationError whose details are the final status (changeFailedResult,
+// result.go: read either form with ReleaseResult).
 func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
 	r := newRelease(ctx, in)
 	if err := r.registerHandlers(ctx); err != nil {
@@ -176,7 +182,13 @@ func Release(ctx workflow.Context, in ReleaseInput) (ReleaseStatus, error) {
 	r.finished = true
 	r.st.EndedAt = workflow.Now(ctx)
 	r.setPhase(dctx, PhaseDone, fmt.Sprintf("release %s: %s", r.st.Outcome, r.st.Reason))
-	return r.status(), nil
+	st := r.status()
+	if workflow.GetVersion(dctx, changeFailedResult, workflow.DefaultVersion, 1) >= 1 {
+		if err := releaseError(st); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
 }
 
 func newRelease(ctx workflow.Context, in ReleaseInput) *release {
@@ -207,6 +219,9 @@ func newReleaseState(ctx workflow.Context, in ReleaseInput) *release {
 		Environment: in.Spec.Environment,
 		Phase:       PhasePending,
 		TriggeredBy: in.TriggeredBy,
+		Description: in.Description,
+		BuildURL:    in.BuildURL,
+		Commit:      in.Commit,
 		StartedAt:   workflow.Now(ctx),
 	}
 	for _, c := range in.Spec.Clusters {
@@ -571,7 +586,7 @@ func (r *release) startReplicas(ctx workflow.Context, s spec.Service, cp *Cluste
 		Target: r.tgt[cp.Cluster], Release: r.in.ID, Role: role, Service: s, Slots: slots,
 		Attach: true, HealthDeadline: pol.HealthDeadline,
 	}
-	actx := optionsFor(ctx, ActivityStartReplicas, pol.HealthDeadline)
+	actx := optionsFor(withSummary(ctx, "start %s %s ×%d on %s (%s)", s.Name, s.Version, len(slots), cp.Cluster, stage), ActivityStartReplicas, pol.HealthDeadline)
 	actx = workflow.WithWaitForCancellation(actx, true)
 	err := workflow.ExecuteActivity(actx, ActivityStartReplicas, in).Get(ctx, nil)
 	if err == nil {
@@ -671,7 +686,7 @@ func (r *release) verify(ctx workflow.Context, service string, cp *ClusterPlan, 
 	// Verify only reads: when the release stops, the rollback need not wait for a running
 	// verification to notice its cancellation (that can take a heartbeat interval).
 	// Releases started before this change keep waiting (their histories say so).
-	actx := optionsFor(ctx, ActivityVerify, d)
+	actx := optionsFor(withSummary(ctx, "verify %s %s on %s (%s)", service, cp.ToVersion, cp.Cluster, stage), ActivityVerify, d)
 	if workflow.GetVersion(ctx, changeVerifyNoWait, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		actx = workflow.WithWaitForCancellation(actx, true)
 	}

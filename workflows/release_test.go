@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -34,10 +35,31 @@ func run(t *testing.T, w *fakeWorld, in ReleaseInput, setup ...func(*testsuite.T
 	}
 	env.ExecuteWorkflow(ReleaseWorkflowName, in)
 	require.True(t, env.IsWorkflowCompleted())
-	require.NoError(t, env.GetWorkflowError())
-	var st ReleaseStatus
-	require.NoError(t, env.GetWorkflowResult(&st))
+	st, err := ReleaseResultOf(env.GetWorkflowResult)
+	require.NoError(t, err)
+	requireEndedAs(t, st, env.GetWorkflowError())
 	return st, env
+}
+
+// requireEndedAs checks how a release's run ended against its outcome: completed when it
+// succeeded, else failed with a non-retryable ApplicationError of the outcome's type whose
+// details are the status (changeFailedResult).
+func requireEndedAs(t *testing.T, st ReleaseStatus, runErr error) {
+	t.Helper()
+	want := releaseErrorType(st.Outcome)
+	if want == "" {
+		require.NoError(t, runErr, "a succeeded release completes")
+		return
+	}
+	require.Error(t, runErr, "a release that ended %s fails its workflow", st.Outcome)
+	var ae *temporal.ApplicationError
+	require.True(t, errors.As(runErr, &ae), "an ApplicationError: %v", runErr)
+	require.Equal(t, want, ae.Type())
+	require.True(t, ae.NonRetryable())
+	fst, ok := ReleaseStatusFromError(runErr)
+	require.True(t, ok)
+	require.Equal(t, st.Outcome, fst.Outcome)
+	require.Equal(t, st.Reason, fst.Reason)
 }
 
 var updateSeq int

@@ -195,6 +195,7 @@ func (r *release) rollbackCluster(ctx workflow.Context, service, cluster string)
 	pol := r.pol[service]
 	tgt := r.tgt[cluster]
 	r.clusterProgress(ctx, service, cluster, func(p *ClusterProgress) { p.Phase = PhaseRollingBack; p.Message = "rolling back" })
+	ctx = withSummary(ctx, "roll back %s on %s", service, cluster) // metadata.go
 	if stopped := r.stopped[service][cluster]; len(stopped) > 0 {
 		in := ContainersInput{Target: tgt, Names: stopped, HealthDeadline: pol.HealthDeadline}
 		if err := workflow.ExecuteActivity(rollbackOptionsFor(ctx, ActivityStartStopped, pol.HealthDeadline), ActivityStartStopped, in).Get(ctx, nil); err != nil {

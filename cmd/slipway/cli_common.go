@@ -302,6 +302,7 @@ func printRelease(cmd *cobra.Command, f *clientFlags, rel *apiclient.Release) er
 			}
 			fmt.Fprintln(out)
 		}
+		printTrace(out, rel.Status.Description, rel.Status.BuildURL, rel.Status.Commit)
 	} else if rel.StatusError != "" {
 		fmt.Fprintf(out, "  (%s)\n", rel.StatusError)
 	}

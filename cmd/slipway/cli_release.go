@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -266,6 +267,19 @@ func printList(cmd *cobra.Command, rows []apiclient.ReleaseSummary, next string)
 		fmt.Fprintf(cmd.OutOrStdout(), "more: --page-token %s\n", next)
 	}
 	return nil
+}
+
+// printTrace prints a release's description, build and commit (Jenkins), those it has.
+func printTrace(out io.Writer, description, buildURL, commit string) {
+	if description != "" {
+		fmt.Fprintf(out, "  description: %s\n", description)
+	}
+	if buildURL != "" {
+		fmt.Fprintf(out, "  build: %s\n", buildURL)
+	}
+	if commit != "" {
+		fmt.Fprintf(out, "  commit: %s\n", commit)
+	}
 }
 
 func orDash(s string) string {

@@ -185,7 +185,8 @@ func TestCLIExitCodes(t *testing.T) {
 	dir := t.TempDir()
 
 	good := writeCLISpec(t, dir, "good.yaml", cliSpec(env, "1.0.0", false))
-	code, out, errOut := s.run(t, "release", "-f", good, "--wait", "--description", "first")
+	code, out, errOut := s.run(t, "release", "-f", good, "--wait", "--description", "first",
+		"--build-url", "https://ci.example/job/web/1/", "--commit", "0123ABCD")
 	if code != codeSucceeded || !strings.Contains(out, "succeeded") {
 		t.Fatalf("good release: exit %d\n%s\n%s", code, out, errOut)
 	}
@@ -269,6 +270,13 @@ func TestCLIExitCodes(t *testing.T) {
 			t.Fatalf("list: exit %d\n%s\n%s", code, out, errOut)
 		}
 		if len(l.Releases) == 2 {
+			// The Web UI's truth: a rolled-back release is a Failed workflow (its status in
+			// the failure), while the API's outcome and exit codes stay as they were.
+			for _, r := range l.Releases {
+				if r.ExecutionStatus != "Failed" {
+					t.Errorf("rolled-back release %s: execution status %q, want Failed", r.ID, r.ExecutionStatus)
+				}
+			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -278,6 +286,33 @@ func TestCLIExitCodes(t *testing.T) {
 	}
 	if code, out, _ = s.run(t, "list", "--environment", env); code != 0 || !strings.Contains(out, first) {
 		t.Fatalf("list: exit %d\n%s", code, out)
+	}
+	// The succeeded release completed, and its description (and build, commit) show.
+	code, out, errOut = s.run(t, "list", "--environment", env, "--outcome", "succeeded", "-o", "json")
+	var okList apiclient.ReleaseList
+	if code != 0 || json.Unmarshal([]byte(out), &okList) != nil || len(okList.Releases) == 0 {
+		t.Fatalf("list --outcome succeeded: exit %d\n%s\n%s", code, out, errOut)
+	}
+	found := false
+	for _, r := range okList.Releases {
+		if r.ExecutionStatus != "Completed" {
+			t.Errorf("succeeded release %s: execution status %q, want Completed", r.ID, r.ExecutionStatus)
+		}
+		if r.ID == first {
+			found = true
+			if r.Description != "first" || r.BuildURL != "https://ci.example/job/web/1/" || r.Commit != "0123abcd" {
+				t.Errorf("the first release in the list: %+v", r)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("list --outcome succeeded does not list %s:\n%s", first, out)
+	}
+	if code, out, _ = s.run(t, "status", first); code != codeSucceeded || !strings.Contains(out, "build: https://ci.example/job/web/1/") || !strings.Contains(out, "commit: 0123abcd") {
+		t.Errorf("status of the succeeded release: exit %d\n%s", code, out)
+	}
+	if code, _, errOut = s.run(t, "release", "-f", good, "--commit", "not-a-commit"); code != codeError || !strings.Contains(errOut, "commit") {
+		t.Errorf("a bad --commit: exit %d %s", code, errOut)
 	}
 
 	// Usage errors: exit 1.
