@@ -70,6 +70,9 @@ type Config struct {
 	EngineCheck func(ctx context.Context) map[string]error
 	// Logger for request logs (default slog.Default()). Tokens are never logged.
 	Logger *slog.Logger
+	// ObserveRequest, when set, is told of every request once it is answered: the route's
+	// pattern ("" when none matched), method, status and duration (metrics.Registry's).
+	ObserveRequest func(route, method string, status int, d time.Duration)
 }
 
 func (c *Config) rateLimit() rate.Limit { return rate.Limit(c.RateLimit) }
@@ -263,8 +266,12 @@ func (s *Server) logRequests(c *gin.Context) {
 	} else if c.Request.Method != http.MethodGet {
 		lvl = slog.LevelInfo
 	}
+	d := time.Since(start)
 	s.log.Log(c.Request.Context(), lvl, "request", "method", c.Request.Method, "route", c.FullPath(),
-		"status", c.Writer.Status(), "duration", time.Since(start).Round(time.Microsecond), "actor", actor)
+		"status", c.Writer.Status(), "duration", d.Round(time.Microsecond), "actor", actor)
+	if s.cfg.ObserveRequest != nil {
+		s.cfg.ObserveRequest(c.FullPath(), c.Request.Method, c.Writer.Status(), d)
+	}
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }

@@ -70,5 +70,6 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 	activities.Register(w, activities.New(d, opts.Activities))
 	activities.RegisterLoadTest(w, activities.NewLoadTest(d, opts.LoadTests))
 	activities.RegisterReleases(w, activities.NewReleases(c))
+	activities.RegisterNotify(w, activities.NewNotifier(opts.Activities.Secrets))
 	return w, nil
 }

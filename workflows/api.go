@@ -238,6 +238,9 @@ type ReleaseStatus struct {
 	Gates []Gate `json:"gates,omitempty"`
 	// Repair says how a release closed from outside Slipway was repaired (outcome terminated).
 	Repair *Repair `json:"repair,omitempty"`
+	// WebhookFailures are the notifications a webhook did not take after their retries
+	// (the release went on; notify.go).
+	WebhookFailures []WebhookFailure `json:"webhook_failures,omitempty"`
 }
 
 // Gate is a pending human decision: approve (go on) or abort (roll back) before Deadline,

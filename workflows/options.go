@@ -96,6 +96,8 @@ var activityOptions = map[string]workflow.ActivityOptions{
 	ActivityRunRepair:    {StartToCloseTimeout: time.Hour, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: forever()},
 	ActivityReleaseState: {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(rollbackAttempts)},
 	ActivityDescribeLock: {StartToCloseTimeout: 10 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(3)},
+	// A webhook notification (notify.go): one HTTP request, a few seconds at most.
+	ActivitySendWebhook: {StartToCloseTimeout: 20 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: webhookRetry()},
 	// The load test's (loadtest.go).
 	ActivityLoadTestPrepare:  {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(5)},
 	ActivityLoadTestPrevious: {StartToCloseTimeout: 30 * time.Second, HeartbeatTimeout: heartbeatTimeout, RetryPolicy: retry(3)},

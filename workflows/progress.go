@@ -23,7 +23,8 @@ func (r *release) event(ctx workflow.Context, phase Phase, service, cluster, msg
 // attributes.
 func (r *release) setPhase(ctx workflow.Context, p Phase, msg string) {
 	r.tick(ctx)
-	changed := r.st.Phase != p
+	prev := r.st.Phase
+	changed := prev != p
 	r.st.Phase = p
 	if msg != "" || changed {
 		if msg == "" {
@@ -33,6 +34,7 @@ func (r *release) setPhase(ctx workflow.Context, p Phase, msg string) {
 	}
 	if changed {
 		r.upsert(ctx)
+		r.observePhase(ctx, prev, p)
 	}
 }
 
@@ -92,6 +94,7 @@ func (r *release) status() ReleaseStatus {
 	}
 	s.Verdicts = append([]Verdict(nil), r.st.Verdicts...)
 	s.Events = append([]Event(nil), r.st.Events...)
+	s.WebhookFailures = append([]WebhookFailure(nil), r.st.WebhookFailures...)
 	s.Gates = nil
 	for _, g := range r.pendingGates() {
 		s.Gates = append(s.Gates, Gate{Service: g.service, Cluster: g.cluster, Reason: g.why, Since: g.opened, Deadline: g.deadline, OnTimeout: g.onTimeout})

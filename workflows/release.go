@@ -31,6 +31,7 @@ type release struct {
 	control
 	changes
 	progress
+	obs observer // metrics and webhook notifications (observe.go, notify.go)
 }
 
 // control is how the release is steered: human decisions, the first failure, its locks.
@@ -709,6 +710,7 @@ func (r *release) judge(ctx workflow.Context, v Verdict) error {
 			v.Evidence.Samples, 100*v.Evidence.ErrorRate, v.Evidence.P95, v.Evidence.BaselineP95, v.Evidence.Unreachable)
 	}
 	r.event(ctx, PhaseVerifying, v.Service, v.Cluster, msg)
+	r.observeVerdict(ctx, v)
 	switch v.Result {
 	case VerdictPassed:
 		return nil

@@ -57,11 +57,12 @@ func newAPIHandler(c client.Client, namespace string, f *apiFlags, check func(co
 		WebUIURL:       f.uiURL,
 		EngineCheck:    check,
 		Replicas:       f.replicas,
+		ObserveRequest: f.observe(),
 	})
 	if err != nil {
 		return nil, err
 	}
-	return s.Handler(), nil
+	return f.withMetrics(s.Handler()), nil
 }
 
 // loadTokens reads the tokens file (flag, then $SLIPWAY_TOKENS_FILE) or $SLIPWAY_TOKENS.

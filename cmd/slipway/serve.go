@@ -21,6 +21,7 @@ import (
 	"github.com/slipwayhq/slipway/devserver"
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
+	"github.com/slipwayhq/slipway/metrics"
 	"github.com/slipwayhq/slipway/starter"
 	"github.com/slipwayhq/slipway/worker"
 	"github.com/slipwayhq/slipway/workflows"
@@ -35,6 +36,8 @@ type apiFlags struct {
 	checkEngines   bool
 	replicas       int             // API processes behind one address: each enforces its share of rate limits
 	tokens         *starter.Tokens // set by `dev` when it made its own token
+	metricsOn      bool            // --metrics: serve /metrics on the API's address
+	metrics        *metrics.Registry
 }
 
 // register adds the API flags; pingEngines is the default of --readyz-engines: on in `dev`
@@ -44,6 +47,7 @@ func (f *apiFlags) register(cmd *cobra.Command, defaultAddr string, pingEngines 
 	cmd.Flags().StringVar(&f.deploymentsDir, "deployments", "deployments", "directory of the checked-in deployment specs (<environment>.yaml)")
 	cmd.Flags().StringVar(&f.tokensFile, "tokens-file", "", "API tokens file (default: $SLIPWAY_TOKENS_FILE; see README, API tokens)")
 	cmd.Flags().BoolVar(&f.checkEngines, "readyz-engines", pingEngines, "make /readyz ping every Docker engine of the checked-in specs (the API itself never needs one)")
+	cmd.Flags().BoolVar(&f.metricsOn, "metrics", true, "serve Prometheus metrics at /metrics on the API's address, without a token (in dev also the worker's; docs/observability.md); --metrics=false turns it off")
 }
 
 // workerFlags tune the worker (in `dev` and `worker`).
@@ -52,6 +56,7 @@ type workerFlags struct {
 	maxDuration time.Duration
 	secretsDir  string
 	probeAgent  string
+	metricsAddr string // slipway worker --metrics-addr
 }
 
 func (f *workerFlags) register(cmd *cobra.Command, defaultSecretsDir string) {
@@ -199,7 +204,20 @@ Run as many as you like.`,
 				return err
 			}
 			defer func() { _ = d.Close() }() // on the way out: only idle Docker connections to drop
-			w, err := worker.New(c, d, wwf.options(cmd.ErrOrStderr()))
+			wc := c
+			if wwf.metricsAddr != "" {
+				reg := metrics.New()
+				if wc, err = metricsClient(c, ns, reg); err != nil {
+					return err
+				}
+				defer wc.Close()
+				u, err := serveMetrics(ctx, wwf.metricsAddr, reg, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Slipway worker metrics on %s\n", u)
+			}
+			w, err := worker.New(wc, d, wwf.options(cmd.ErrOrStderr()))
 			if err != nil {
 				return err
 			}
@@ -214,6 +232,7 @@ Run as many as you like.`,
 	}
 	wt.register(workerCmd)
 	wwf.register(workerCmd, activities.DefaultWorkerSecretsDir)
+	workerCmd.Flags().StringVar(&wwf.metricsAddr, "metrics-addr", "", "address to serve the worker's Prometheus metrics on, at /metrics without a token (e.g. 127.0.0.1:9090; empty: none)")
 	return workerCmd
 }
 
@@ -259,10 +278,20 @@ func runWorkerAndAPI(ctx context.Context, c client.Client, namespace string, f *
 		return err
 	}
 	defer func() { _ = d.Close() }() // on the way out: only idle Docker connections to drop
+	if f.metricsOn {
+		f.metrics = metrics.New()
+	}
 	var w sdkworker.Worker
 	if wf != nil {
-		var err error
-		if w, err = worker.New(c, d, wf.options(os.Stderr)); err != nil {
+		wc := c
+		if f.metrics != nil {
+			// One process: the worker's metrics are served on the API's address too.
+			if wc, err = metricsClient(c, namespace, f.metrics); err != nil {
+				return err
+			}
+			defer wc.Close()
+		}
+		if w, err = worker.New(wc, d, wf.options(os.Stderr)); err != nil {
 			return err
 		}
 		if err := w.Start(); err != nil {

@@ -1,0 +1,299 @@
+package main
+
+import (
+	"context"
+	"crypto/hmac"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/slipwayhq/slipway/activities"
+	"github.com/slipwayhq/slipway/devserver"
+	"github.com/slipwayhq/slipway/internal/dockerengine"
+	"github.com/slipwayhq/slipway/internal/testenv"
+	"github.com/slipwayhq/slipway/metrics"
+	"github.com/slipwayhq/slipway/spec"
+	"github.com/slipwayhq/slipway/starter"
+	"github.com/slipwayhq/slipway/worker"
+	"github.com/slipwayhq/slipway/workflows"
+)
+
+// receiver is a webhook receiver as docs/observability.md describes one: it checks the
+// signature, answers 500 to the first delivery it sees (so the retry is exercised), and
+// processes each event id once.
+type receiver struct {
+	key []byte
+	mu  sync.Mutex
+	raw []delivery // every request, in arrival order
+	ids map[string]bool
+	// processed are the event ids processed, in order (each once).
+	processed []string
+	bodies    map[string][]byte
+	failFirst bool
+}
+
+type delivery struct {
+	id, event string
+	status    int
+	sigOK     bool
+}
+
+func newReceiver(key string, failFirst bool) *receiver {
+	var k []byte
+	if key != "" {
+		k = []byte(key)
+	}
+	return &receiver{key: k, ids: map[string]bool{}, bodies: map[string][]byte{}, failFirst: failFirst}
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, "read", http.StatusBadRequest)
+		return
+	}
+	id, ev := r.Header.Get(activities.HeaderEventID), r.Header.Get(activities.HeaderEvent)
+	ok := true
+	if rc.key != nil {
+		want := activities.Sign(rc.key, r.Header.Get(activities.HeaderTimestamp), body)
+		ok = hmac.Equal([]byte(want), []byte(r.Header.Get(activities.HeaderSignature)))
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	d := delivery{id: id, event: ev, sigOK: ok, status: http.StatusOK}
+	switch {
+	case !ok:
+		d.status = http.StatusUnauthorized
+	case rc.failFirst && len(rc.raw) == 0:
+		d.status = http.StatusInternalServerError
+	case !rc.ids[id]:
+		rc.ids[id] = true
+		rc.processed = append(rc.processed, id)
+		rc.bodies[id] = body
+	}
+	rc.raw = append(rc.raw, d)
+	w.WriteHeader(d.status)
+}
+
+func (rc *receiver) snapshot() ([]delivery, []string, map[string][]byte) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	b := map[string][]byte{}
+	for k, v := range rc.bodies {
+		b[k] = v
+	}
+	return append([]delivery(nil), rc.raw...), append([]string(nil), rc.processed...), b
+}
+
+// TestMetricsAndWebhooks runs two real releases (one that succeeds, one that rolls back)
+// through the in-process stack of `slipway dev` with metrics on, and webhooks configured in
+// the spec: a signed json webhook whose receiver fails the first delivery, and a slack one
+// for the outcomes. It then checks the deliveries (order, retry, signature, one processing
+// per event id, the Slack shape), scrapes /metrics for the release, verdict, rollback, API
+// and Temporal SDK series, and runs promtool check metrics on the scrape.
+func TestMetricsAndWebhooks(t *testing.T) {
+	promtool := testenv.RequirePromtool(t)
+	testenv.DemoImages(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+
+	secrets := t.TempDir()
+	const key = "webhook-signing-key"
+	if err := os.WriteFile(filepath.Join(secrets, "hook-key"), []byte(key+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reg := metrics.New()
+	wc, err := metricsClient(srv.Client(), srv.Namespace(), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := dockerengine.NewDialer(dockerengine.Options{})
+	w, err := worker.New(wc, d, worker.Options{Identity: "obs-test", Activities: activities.Options{Secrets: activities.DirSecrets(secrets)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Stop(); wc.Close(); _ = d.Close() })
+
+	token := "obs-test-token"
+	tokens, err := starter.NewTokens(starter.TokenEntry{Name: "ci", SHA256: starter.HashToken(token), Environments: []string{"*"},
+		Permissions: []starter.Permission{starter.PermRelease, starter.PermApprove}, RateLimit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &apiFlags{metrics: reg}
+	api, err := starter.New(starter.Config{Client: srv.Client(), Namespace: srv.Namespace(), DeploymentsDir: t.TempDir(), Tokens: tokens,
+		EventPoll: 100 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), ObserveRequest: f.observe()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(f.withMetrics(api.Handler()))
+	t.Cleanup(hs.Close)
+	s := &cliStack{url: hs.URL, token: token, srv: srv}
+
+	signed := newReceiver(key, true)
+	slack := newReceiver("", false)
+	signedSrv, slackSrv := httptest.NewServer(signed), httptest.NewServer(slack)
+	t.Cleanup(signedSrv.Close)
+	t.Cleanup(slackSrv.Close)
+
+	env := cliEnv(t)
+	body := cliSpec(env, "1.0.0", false) + fmt.Sprintf(`notifications:
+  webhooks:
+    - url: %s/hook
+      secret: hook-key
+    - url: %s/slack
+      format: slack
+      events: [succeeded, rolled_back, failed]
+`, signedSrv.URL, slackSrv.URL)
+	file := writeCLISpec(t, t.TempDir(), "obs.yaml", body)
+	code, out, errOut := s.run(t, "release", "-f", file, "--wait")
+	if code != codeSucceeded {
+		t.Fatalf("release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	good := cliReleaseID(t, out)
+	code, out, errOut = s.run(t, "release", "-f", file, "--set", "web=bad-crash", "--wait")
+	if code != codeRolledBack {
+		t.Fatalf("bad release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	bad := cliReleaseID(t, out)
+
+	// The signed webhook: every event of both releases, in order, each processed once; the
+	// first delivery answered 500 and was retried with the same event id.
+	raw, processed, bodies := signed.snapshot()
+	want := []string{
+		good + "/" + spec.EventStarted, good + "/" + spec.EventCanaryPassed + "/web", good + "/" + spec.EventSucceeded,
+		bad + "/" + spec.EventStarted, bad + "/" + spec.EventRolledBack,
+	}
+	if strings.Join(processed, " ") != strings.Join(want, " ") {
+		t.Errorf("signed webhook processed\n  %v\nwant\n  %v", processed, want)
+	}
+	if len(raw) < 2 || raw[0].status != http.StatusInternalServerError || raw[1].id != raw[0].id || raw[1].status != http.StatusOK {
+		t.Errorf("the first delivery was not retried after its 500: %+v", raw)
+	}
+	for _, d := range raw {
+		if !d.sigOK {
+			t.Errorf("delivery %s: bad signature", d.id)
+		}
+	}
+	var n workflows.Notification
+	if err := json.Unmarshal(bodies[good+"/"+spec.EventSucceeded], &n); err != nil || n.Outcome != workflows.OutcomeSucceeded ||
+		n.Environment != env || n.Versions["web"] != "1.0.0" || n.ID != good+"/"+spec.EventSucceeded {
+		t.Errorf("succeeded notification: %v %+v", err, n)
+	}
+	// A wrong key does not verify.
+	if bodies[good+"/"+spec.EventStarted] != nil && activities.Sign([]byte("other"), "1", bodies[good+"/"+spec.EventStarted]) == activities.Sign([]byte(key), "1", bodies[good+"/"+spec.EventStarted]) {
+		t.Error("signatures do not depend on the key")
+	}
+
+	// The slack webhook: only the outcomes it asked for, as Slack payloads.
+	_, sp, sb := slack.snapshot()
+	if strings.Join(sp, " ") != good+"/"+spec.EventSucceeded+" "+bad+"/"+spec.EventRolledBack {
+		t.Errorf("slack webhook processed %v", sp)
+	}
+	var msg struct {
+		Text   string `json:"text"`
+		Blocks []struct {
+			Type string `json:"type"`
+			Text *struct {
+				Type, Text string
+			} `json:"text"`
+		} `json:"blocks"`
+	}
+	if err := json.Unmarshal(sb[bad+"/"+spec.EventRolledBack], &msg); err != nil || !strings.Contains(msg.Text, "rolled back") ||
+		len(msg.Blocks) < 1 || msg.Blocks[0].Type != "section" || msg.Blocks[0].Text == nil || msg.Blocks[0].Text.Type != "mrkdwn" ||
+		!strings.Contains(msg.Blocks[0].Text.Text, bad) {
+		t.Errorf("slack payload: %v %s", err, sb[bad+"/"+spec.EventRolledBack])
+	}
+
+	// /metrics on the API's address, without a token.
+	resp, err := http.Get(hs.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrape, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %d %v", resp.StatusCode, err)
+	}
+	text := string(scrape)
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+		exact  bool
+	}{
+		{"slipway_releases_total", map[string]string{"environment": env, "service": "web", "outcome": "succeeded"}, 1, true},
+		{"slipway_releases_total", map[string]string{"environment": env, "service": "web", "outcome": "rolled_back"}, 1, true},
+		{"slipway_release_duration_seconds_count", map[string]string{"environment": env, "outcome": "succeeded"}, 1, true},
+		{"slipway_phase_duration_seconds_count", map[string]string{"environment": env, "phase": "canary"}, 2, false},
+		{"slipway_verdicts_total", map[string]string{"environment": env, "service": "web", "stage": "canary", "result": "passed"}, 1, true},
+		{"slipway_rollbacks_total", map[string]string{"environment": env, "outcome": "rolled_back"}, 1, true},
+		{"slipway_time_to_rollback_seconds_count", map[string]string{"environment": env, "outcome": "rolled_back"}, 1, true},
+		{"slipway_api_requests_total", map[string]string{"route": "/v1/releases", "method": "POST"}, 2, false},
+		{"slipway_api_request_duration_seconds_count", map[string]string{"route": "/v1/releases", "method": "POST"}, 2, false},
+		{"temporal_workflow_completed_total", map[string]string{"workflow_type": workflows.ReleaseWorkflowName}, 1, false},
+		{"temporal_activity_execution_latency_seconds_count", map[string]string{"activity_type": workflows.ActivitySendWebhook}, 1, false},
+	} {
+		v, ok := sample(text, c.name, c.labels)
+		if !ok || v < c.min || (c.exact && v != c.min) {
+			t.Errorf("%s%v = %v (found %v), want %s%v", c.name, c.labels, v, ok, map[bool]string{true: "", false: ">= "}[c.exact], c.min)
+		}
+	}
+	// Every series of the process passes promtool's checks (names, units, help).
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(text)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
+// sample finds the value of the series name with (at least) labels in a text scrape.
+func sample(text, name string, labels map[string]string) (float64, bool) {
+	total, found := 0.0, false
+	for _, line := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		end := strings.LastIndex(line, "} ")
+		if end < 0 {
+			continue
+		}
+		ls := line[len(name)+1 : end]
+		match := true
+		for k, v := range labels {
+			if !strings.Contains(","+ls+",", ","+k+"="+strconv.Quote(v)+",") {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.Fields(line[end+2:])[0], 64)
+		if err != nil {
+			continue
+		}
+		total += v
+		found = true
+	}
+	return total, found
+}
