@@ -43,50 +43,52 @@ func (s *Server) decisionBody(c *gin.Context) (apiclient.DecisionRequest, error)
 // after the update.
 func (s *Server) decide(update string, perm Permission) gin.HandlerFunc {
 	return func(c *gin.Context) {
-		id, env, err := releaseID(c, PermRead)
-		if err != nil {
-			writeProblem(c, err)
-			return
-		}
-		if err := authorize(c, perm, env); err != nil {
-			// Whoever may release may also abort what they started.
-			if update != workflows.UpdateAbort || authorize(c, PermRelease, env) != nil {
-				writeProblem(c, err)
-				return
-			}
-		}
-		d, err := s.decisionBody(c)
-		if err != nil {
-			writeProblem(c, err)
-			return
-		}
-		if (d.Service != "" || d.Cluster != "") && update != workflows.UpdateApprove && update != workflows.UpdateAbort {
-			writeProblem(c, badRequest("service and cluster name a gate: only approve and abort take them"))
-			return
-		}
-		ctx, cancel := s.callCtx(c)
-		defer cancel()
-		h, err := s.tc.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
-			WorkflowID:   id,
-			UpdateName:   update,
-			Args:         []any{workflows.Decision{Actor: who(c).name, Reason: d.Reason, Service: d.Service, Cluster: d.Cluster}},
-			WaitForStage: client.WorkflowUpdateStageCompleted,
-		})
-		if err == nil {
-			err = h.Get(ctx, nil)
-		}
-		if err != nil {
-			writeProblem(c, s.updateError(c, id, update, err))
-			return
-		}
-		s.log.Info("release decision", "id", id, "update", update, "actor", who(c).name, "service", d.Service, "cluster", d.Cluster)
-		rel, err := s.fetch(c.Request.Context(), id, false)
+		rel, err := s.applyDecision(c, update, perm, s.decisionBody)
 		if err != nil {
 			writeProblem(c, err)
 			return
 		}
 		c.JSON(http.StatusOK, rel)
 	}
+}
+
+// applyDecision checks the request's scope on the release of the URL's :id, reads the
+// decision (body), sends the update and returns the release's view after it. The API's
+// routes and the dashboard's forms both decide through it.
+func (s *Server) applyDecision(c *gin.Context, update string, perm Permission, body func(*gin.Context) (apiclient.DecisionRequest, error)) (*apiclient.Release, error) {
+	id, env, err := releaseID(c, PermRead)
+	if err != nil {
+		return nil, err
+	}
+	if err := authorize(c, perm, env); err != nil {
+		// Whoever may release may also abort what they started.
+		if update != workflows.UpdateAbort || authorize(c, PermRelease, env) != nil {
+			return nil, err
+		}
+	}
+	d, err := body(c)
+	if err != nil {
+		return nil, err
+	}
+	if (d.Service != "" || d.Cluster != "") && update != workflows.UpdateApprove && update != workflows.UpdateAbort {
+		return nil, badRequest("service and cluster name a gate: only approve and abort take them")
+	}
+	ctx, cancel := s.callCtx(c)
+	defer cancel()
+	h, err := s.tc.UpdateWorkflow(ctx, client.UpdateWorkflowOptions{
+		WorkflowID:   id,
+		UpdateName:   update,
+		Args:         []any{workflows.Decision{Actor: who(c).name, Reason: d.Reason, Service: d.Service, Cluster: d.Cluster}},
+		WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	if err == nil {
+		err = h.Get(ctx, nil)
+	}
+	if err != nil {
+		return nil, s.updateError(c, id, update, err)
+	}
+	s.log.Info("release decision", "id", id, "update", update, "actor", who(c).name, "service", d.Service, "cluster", d.Cluster)
+	return s.fetch(c.Request.Context(), id, false)
 }
 
 // updateError classifies a failed update: unknown release 404, ended release 409, rejected

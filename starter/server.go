@@ -73,6 +73,9 @@ type Config struct {
 	// ObserveRequest, when set, is told of every request once it is answered: the route's
 	// pattern ("" when none matched), method, status and duration (metrics.Registry's).
 	ObserveRequest func(route, method string, status int, d time.Duration)
+	// Dashboard configures the stakeholder dashboard at / and its login sessions
+	// (dashboard_auth.go, docs/dashboard.md).
+	Dashboard DashboardConfig
 }
 
 func (c *Config) rateLimit() rate.Limit { return rate.Limit(c.RateLimit) }
@@ -157,6 +160,8 @@ type Server struct {
 	recent   recentStarts
 	// queries coalesces concurrent status queries of one release.
 	queries singleflight.Group
+	// dash is the dashboard's state (templates, the anonymous reader).
+	dash dashboardState
 }
 
 // New builds the API.
@@ -171,6 +176,9 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		envLocks: map[string]*sync.Mutex{},
 		ended:    endedCache{max: 1024},
+	}
+	if err := s.initDashboard(); err != nil {
+		return nil, err
 	}
 	s.engine = s.routes()
 	return s, nil
@@ -231,6 +239,7 @@ func (s *Server) routes() *gin.Engine {
 		hs = append(hs, r.handler)
 		e.Handle(r.method, r.path, hs...)
 	}
+	s.dashboardRoutes(e)
 	return e
 }
 

@@ -49,7 +49,12 @@ func newAPIHandler(c client.Client, namespace string, f *apiFlags, check func(co
 			return nil, err
 		}
 	}
+	dash, err := f.dashboard.config()
+	if err != nil {
+		return nil, err
+	}
 	s, err := starter.New(starter.Config{
+		Dashboard:      dash,
 		Client:         c,
 		Namespace:      namespace,
 		DeploymentsDir: f.deploymentsDir,

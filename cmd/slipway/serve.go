@@ -36,6 +36,7 @@ type apiFlags struct {
 	checkEngines   bool
 	replicas       int             // API processes behind one address: each enforces its share of rate limits
 	tokens         *starter.Tokens // set by `dev` when it made its own token
+	dashboard      dashboardFlags  // the dashboard at / (dashboard_flags.go)
 	metricsOn      bool            // --metrics: serve /metrics on the API's address
 	metrics        *metrics.Registry
 }
@@ -47,6 +48,7 @@ func (f *apiFlags) register(cmd *cobra.Command, defaultAddr string, pingEngines 
 	cmd.Flags().StringVar(&f.deploymentsDir, "deployments", "deployments", "directory of the checked-in deployment specs (<environment>.yaml)")
 	cmd.Flags().StringVar(&f.tokensFile, "tokens-file", "", "API tokens file (default: $SLIPWAY_TOKENS_FILE; see README, API tokens)")
 	cmd.Flags().BoolVar(&f.checkEngines, "readyz-engines", pingEngines, "make /readyz ping every Docker engine of the checked-in specs (the API itself never needs one)")
+	f.dashboard.register(cmd)
 	cmd.Flags().BoolVar(&f.metricsOn, "metrics", true, "serve Prometheus metrics at /metrics on the API's address, without a token (in dev also the worker's; docs/observability.md); --metrics=false turns it off")
 }
 

@@ -1,0 +1,120 @@
+package starter
+
+import (
+	"fmt"
+	"html"
+	"html/template"
+	"strings"
+	"time"
+
+	"github.com/slipwayhq/slipway/workflows"
+)
+
+// Chart colours: canary and stable, both with a contrast of at least 4.5:1 on white.
+const (
+	colourCanary = "#b45309"
+	colourStable = "#1d4ed8"
+)
+
+// evidenceChart draws a verdict's evidence as inline SVG: the error rate of the canary (the
+// new replicas) against the stable ones, and their latency distribution (p50, p95, p99).
+// Stable figures come from the judgment's statistics when it has them, else from the
+// baseline fields of the evidence; a side without figures is left out, and said so.
+func evidenceChart(v workflows.Verdict) template.HTML {
+	ev := v.Evidence
+	canErr, stErr := ev.ErrorRate, ev.BaselineErrors
+	canLat := []time.Duration{ev.P50, ev.P95, ev.P99}
+	var stLat []time.Duration
+	if ev.BaselineP95 > 0 {
+		stLat = []time.Duration{0, ev.BaselineP95, 0}
+	}
+	// Error rates are the evidence's own (every sample); the latency distribution comes from
+	// the judgment's statistics when there are some.
+	if st := ev.Statistics; st != nil {
+		if st.Canary.N > 0 {
+			canLat = []time.Duration{st.Canary.P50, st.Canary.P95, st.Canary.P99}
+		}
+		if st.Baseline && st.Stable.N > 0 {
+			stLat = []time.Duration{st.Stable.P50, st.Stable.P95, st.Stable.P99}
+		}
+	}
+	hasStable := ev.Baseline || stLat != nil
+	id := fmt.Sprintf("ev-%s-%s-%d", v.Service, v.Cluster, v.At.UnixNano())
+	id = strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' {
+			return r
+		}
+		return '-'
+	}, id)
+	title := fmt.Sprintf("Evidence for %s on %s (%s, %s): error rate canary %.1f%%", v.Service, v.Cluster, v.Stage, v.Result, canErr*100)
+	if hasStable {
+		title += fmt.Sprintf(" against stable %.1f%%", stErr*100)
+	} else {
+		title += " (no stable version to compare with)"
+	}
+	title += fmt.Sprintf("; latency p50/p95/p99 canary %s", durs(canLat))
+	if stLat != nil {
+		title += ", stable " + durs(stLat)
+	}
+
+	const w, h = 560, 220
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="evidence-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-labelledby="%s-t">`, w, h, w, h, id)
+	fmt.Fprintf(&b, `<title id="%s-t">%s</title>`, id, html.EscapeString(title))
+	// Legend.
+	fmt.Fprintf(&b, `<rect x="10" y="8" width="12" height="12" fill="%s"/><text x="27" y="19" font-size="12" fill="#111827">canary (new)</text>`, colourCanary)
+	if hasStable {
+		fmt.Fprintf(&b, `<rect x="120" y="8" width="12" height="12" fill="%s"/><text x="137" y="19" font-size="12" fill="#111827">stable</text>`, colourStable)
+	}
+
+	// Panel 1: error rate, 0 to max(rates, 5%).
+	top, bottom := 40.0, 190.0
+	maxErr := max(canErr, stErr, 0.05)
+	bar := func(x, val, scale float64, colour, label, name string) {
+		hgt := 0.0
+		if scale > 0 {
+			hgt = (bottom - top) * val / scale
+		}
+		fmt.Fprintf(&b, `<rect class="bar" data-series="%s" x="%.1f" y="%.1f" width="28" height="%.1f" fill="%s"/>`, name, x, bottom-hgt, max(hgt, 0.5), colour)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle" fill="#111827">%s</text>`, x+14, bottom-hgt-4, html.EscapeString(label))
+	}
+	fmt.Fprintf(&b, `<text x="10" y="%.0f" font-size="12" font-weight="bold" fill="#111827">Error rate</text>`, top-8)
+	fmt.Fprintf(&b, `<line x1="10" y1="%.0f" x2="170" y2="%.0f" stroke="#6b7280"/>`, bottom, bottom)
+	bar(40, canErr, maxErr, colourCanary, fmt.Sprintf("%.1f%%", canErr*100), "canary-errors")
+	if hasStable {
+		bar(100, stErr, maxErr, colourStable, fmt.Sprintf("%.1f%%", stErr*100), "stable-errors")
+	}
+
+	// Panel 2: latency percentiles.
+	var maxLat time.Duration
+	for _, d := range append(append([]time.Duration{}, canLat...), stLat...) {
+		maxLat = max(maxLat, d)
+	}
+	fmt.Fprintf(&b, `<text x="200" y="%.0f" font-size="12" font-weight="bold" fill="#111827">Latency of successful answers</text>`, top-8)
+	fmt.Fprintf(&b, `<line x1="200" y1="%.0f" x2="550" y2="%.0f" stroke="#6b7280"/>`, bottom, bottom)
+	for i, name := range []string{"p50", "p95", "p99"} {
+		x := 215 + float64(i)*115
+		bar(x, float64(canLat[i]), float64(maxLat), colourCanary, msLabel(canLat[i]), "canary-"+name)
+		if stLat != nil && stLat[i] > 0 {
+			bar(x+34, float64(stLat[i]), float64(maxLat), colourStable, msLabel(stLat[i]), "stable-"+name)
+		}
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="12" text-anchor="middle" fill="#111827">%s</text>`, x+31, bottom+16, name)
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String()) //nolint:gosec // built here from numbers, every text escaped
+}
+
+func msLabel(d time.Duration) string {
+	if d <= 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+}
+
+func durs(ds []time.Duration) string {
+	out := make([]string, len(ds))
+	for i, d := range ds {
+		out[i] = msLabel(d)
+	}
+	return strings.Join(out, " / ")
+}
