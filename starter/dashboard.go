@@ -522,3 +522,17 @@ func fmtTime(t time.Time) string {
 	}
 	return t.UTC().Format("2006-01-02 15:04:05 UTC")
 }
+
+// isDashboardRoute reports whether a router path is the dashboard's (a page, a form, its
+// event stream or static file), not an API operation described in openapi.json.
+func isDashboardRoute(path string) bool {
+	if path == "/" || path == "/login" || path == "/logout" {
+		return true
+	}
+	for _, p := range []string{"/environments/", "/releases/", "/static/"} {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return false
+}
