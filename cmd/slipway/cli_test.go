@@ -37,12 +37,15 @@ type cliStack struct {
 	srv *devserver.Server
 }
 
-func newCLIStack(t *testing.T) *cliStack {
+func newCLIStack(t *testing.T) *cliStack { t.Helper(); return newCLIStackUI(t, -1) }
+
+// newCLIStackUI is newCLIStack with the Temporal Web UI on uiPort (0: a free port; -1: none).
+func newCLIStackUI(t *testing.T, uiPort int) *cliStack {
 	t.Helper()
 	testenv.DemoImages(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
+	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: uiPort, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
 	if err != nil {
 		t.Fatal(err)
 	}
