@@ -118,7 +118,6 @@ type pageBase struct {
 	User      string
 	Anonymous bool
 	CSRF      string
-	Flash     string
 }
 
 func (s *Server) base(c *gin.Context, title string) pageBase {
