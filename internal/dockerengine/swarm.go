@@ -117,10 +117,10 @@ func (s *Swarm) EnsureNetwork(ctx context.Context, name string, labels map[strin
 	if err != nil {
 		return err
 	}
-	for _, n := range nets {
+	if len(nets) > 0 {
 		// A swarm network not yet used on this node may be listed without its driver
 		// (measured on 20.10): its scope says enough.
-		if n.Scope != "swarm" || (n.Driver != "overlay" && n.Driver != "") || !n.Attachable {
+		if n := nets[0]; n.Scope != "swarm" || (n.Driver != "overlay" && n.Driver != "") || !n.Attachable {
 			return &engine.Error{Kind: engine.KindConflict, Op: op, Err: fmt.Errorf("network %s exists with driver %q, scope %q (attachable %t), not an attachable overlay network", name, n.Driver, n.Scope, n.Attachable)}
 		}
 		return nil
