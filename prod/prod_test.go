@@ -49,7 +49,7 @@ var clusters = []string{"a", "b"}
 // topology is the production topology of scripts/prod.sh, started for this test in a state
 // directory and on ports of its own.
 type topology struct {
-	t      *testing.T
+	t      testing.TB
 	root   string
 	dir    string
 	env    string // the Slipway environment released to
@@ -70,29 +70,7 @@ func TestProdTopology(t *testing.T) {
 	testenv.DemoImages(t)
 	testenv.RequirePostgres(t)
 	env := testenv.UniqueEnv(t) // its leftover check runs last
-	p := &topology{t: t, root: testenv.RepoRoot(t), env: env}
-	dir, err := os.MkdirTemp("", "slipway-prod-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.dir = dir
-	// As root, PostgreSQL runs as the postgres user, who must walk into the state directory.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.removeEnvironment)
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("SLIPWAY_PROD_KEEP") == "1" {
-			out, err := p.sh(2*time.Minute, "down")
-			t.Logf("prod.sh down: %v\n%s\nstate and logs kept in %s", err, out, dir)
-			return
-		}
-		if out, err := p.sh(2*time.Minute, "clean"); err != nil {
-			t.Errorf("prod.sh clean: %v\n%s", err, out)
-		}
-		_ = os.RemoveAll(dir) // clean removed it; a leftover would be empty directories
-	})
-	p.up()
+	p := newTopology(t, env)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -138,6 +116,37 @@ func TestProdTopology(t *testing.T) {
 	p.allUp()
 	p.noneRunning(ctx)
 	p.checkEngine(ctx, final)
+}
+
+// newTopology starts the topology in a state directory and on ports of its own, releasing to
+// env; t's cleanups stop it and delete its state (kept, with the logs, when t failed or
+// SLIPWAY_PROD_KEEP=1), and remove what the environment left on the engine.
+func newTopology(t testing.TB, env string) *topology {
+	p := &topology{t: t, root: testenv.RepoRoot(t), env: env}
+	dir, err := os.MkdirTemp("", "slipway-prod-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.dir = dir
+	// As root, PostgreSQL runs as the postgres user, who must walk into the state directory.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.removeEnvironment)
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("SLIPWAY_PROD_KEEP") == "1" {
+			out, err := p.sh(2*time.Minute, "down")
+			t.Logf("prod.sh down: %v\n%s\nstate and logs kept in %s", err, out, dir)
+			return
+		}
+		if out, err := p.sh(2*time.Minute, "clean"); err != nil {
+			t.Errorf("prod.sh clean: %v\n%s", err, out)
+		}
+		_ = os.RemoveAll(dir) // clean removed it; a leftover would be empty directories
+	})
+	p.up()
+
+	return p
 }
 
 // up picks the ports, builds what the script runs, writes the environment's spec and runs
@@ -223,7 +232,7 @@ func (p *topology) binaries() (bin, tbin string) {
 	return bin, tbin
 }
 
-func run(t *testing.T, dir string, timeout time.Duration, name string, args ...string) {
+func run(t testing.TB, dir string, timeout time.Duration, name string, args ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -235,7 +244,7 @@ func run(t *testing.T, dir string, timeout time.Duration, name string, args ...s
 }
 
 // freeBase picks a port base in 17000-18966 whose portSpan loopback ports are all free now.
-func freeBase(t *testing.T) int {
+func freeBase(t testing.TB) int {
 	t.Helper()
 	for range 100 {
 		base := 17000 + rand.IntN(1967)
@@ -265,8 +274,14 @@ func freeBase(t *testing.T) int {
 // soak, 3 s verification windows at 100 requests/s per replica, a 3 s bake. The seed release
 // (seed) skips canary and verification.
 func (p *topology) specYAML(version string, seed bool) string {
+	return specYAML(p.env, version, seed, false)
+}
+
+// specYAML is that spec for any environment; approval adds an approval gate after the
+// canary (what the status benchmark polls at).
+func specYAML(env, version string, seed, approval bool) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "environment: %s\nclusters:\n", p.env)
+	fmt.Fprintf(&b, "environment: %s\nclusters:\n", env)
 	for i, c := range clusters {
 		fmt.Fprintf(&b, "  - name: %s\n    wave: %d\n", c, i+1)
 	}
@@ -284,10 +299,11 @@ func (p *topology) specYAML(version string, seed bool) string {
 	if seed {
 		b.WriteString("  canary:\n    skip: true\n  verification:\n    skip: true\n    bake: 0s\n")
 	} else {
-		b.WriteString(`  canary:
-    replicas: 1
-    soak: 5s
-  verification:
+		b.WriteString("  canary:\n    replicas: 1\n    soak: 5s\n")
+		if approval {
+			b.WriteString("    approval:\n      required: true\n      timeout: 30m\n")
+		}
+		b.WriteString(`  verification:
     duration: 3s
     interval: 10ms
     min_samples: 150
@@ -761,20 +777,24 @@ func (p *topology) checkEngine(ctx context.Context, version string) {
 
 // removeEnvironment removes the environment's containers and networks (the service the
 // releases deployed) before the leftover check.
-func (p *topology) removeEnvironment() {
+func (p *topology) removeEnvironment() { removeEnvironment(p.t, p.env) }
+
+// removeEnvironment removes env's containers and networks from the engine (what a release's
+// stable replicas leave by design).
+func removeEnvironment(t testing.TB, env string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	out, _ := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+engine.LabelEnvironment+"="+p.env).Output()
+	out, _ := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+engine.LabelEnvironment+"="+env).Output()
 	if ids := strings.Fields(string(out)); len(ids) > 0 {
 		if b, err := exec.CommandContext(ctx, "docker", append([]string{"rm", "-f", "-v"}, ids...)...).CombinedOutput(); err != nil {
-			p.t.Errorf("remove containers: %v: %s", err, b)
+			t.Errorf("remove containers: %v: %s", err, b)
 		}
 	}
 	for _, c := range clusters {
-		name := engine.NetworkName(p.env, c)
+		name := engine.NetworkName(env, c)
 		if exec.CommandContext(ctx, "docker", "network", "inspect", name).Run() == nil {
 			if b, err := exec.CommandContext(ctx, "docker", "network", "rm", name).CombinedOutput(); err != nil {
-				p.t.Errorf("remove network %s: %v: %s", name, err, b)
+				t.Errorf("remove network %s: %v: %s", name, err, b)
 			}
 		}
 	}
