@@ -59,7 +59,7 @@ test-unit:
 ## of activities and internal/dockerengine (probe streams, event watches, load generation: the
 ## most goroutines of our own) against the real engine. About 2.5 min; a cold build cache
 ## adds about 1 min (the race build of the dependencies).
-RACE_UNIT_PKGS := ./apiclient/ ./engine/ ./examples/demo-service/ ./internal/testenv/ \
+RACE_UNIT_PKGS := ./apiclient/ ./engine/ ./examples/demo-service/ ./internal/testenv/ ./metrics/ \
 	./internal/tools/... ./judgment/ ./probe/ ./spec/ ./workflows/
 RACE_INTEGRATION_PKGS := ./activities/ ./internal/dockerengine/
 test-race:
