@@ -647,13 +647,9 @@ func hasAlias(ep *network.EndpointSettings, alias string) bool {
 	return false
 }
 
-// List returns Slipway's containers matching sel, sorted by name, with their health (for
-// HTTP-checked containers: one probe now), whether they take traffic and their address.
-func (e *Engine) List(ctx context.Context, sel engine.Selector) ([]engine.Container, error) {
-	op := "list " + sel.Environment
-	if sel.Environment == "" {
-		return nil, &engine.Error{Kind: engine.KindInvalid, Op: op, Err: errors.New("selector without environment")}
-	}
+// selectorFilters are the label filters of sel: Slipway's own objects of the environment,
+// narrowed to the cluster, service and version sel names (containers and Swarm services alike).
+func selectorFilters(sel engine.Selector) filters.Args {
 	f := filters.NewArgs(
 		filters.Arg("label", engine.LabelManaged+"=true"),
 		filters.Arg("label", engine.LabelEnvironment+"="+sel.Environment),
@@ -665,6 +661,17 @@ func (e *Engine) List(ctx context.Context, sel engine.Selector) ([]engine.Contai
 			f.Add("label", l.key+"="+l.value)
 		}
 	}
+	return f
+}
+
+// List returns Slipway's containers matching sel, sorted by name, with their health (for
+// HTTP-checked containers: one probe now), whether they take traffic and their address.
+func (e *Engine) List(ctx context.Context, sel engine.Selector) ([]engine.Container, error) {
+	op := "list " + sel.Environment
+	if sel.Environment == "" {
+		return nil, &engine.Error{Kind: engine.KindInvalid, Op: op, Err: errors.New("selector without environment")}
+	}
+	f := selectorFilters(sel)
 	cctx, cancel := e.call(ctx)
 	summaries, err := e.cli.ContainerList(cctx, container.ListOptions{All: true, Filters: f})
 	cancel()

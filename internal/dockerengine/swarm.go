@@ -193,17 +193,7 @@ func (s *Swarm) lock(name string) func() {
 
 // services lists Slipway's Swarm services matching sel.
 func (s *Swarm) services(ctx context.Context, op string, sel engine.Selector) ([]swarm.Service, error) {
-	f := filters.NewArgs(
-		filters.Arg("label", engine.LabelManaged+"=true"),
-		filters.Arg("label", engine.LabelEnvironment+"="+sel.Environment),
-	)
-	for _, l := range []struct{ key, value string }{
-		{engine.LabelCluster, sel.Cluster}, {engine.LabelService, sel.Service}, {engine.LabelVersion, sel.Version},
-	} {
-		if l.value != "" {
-			f.Add("label", l.key+"="+l.value)
-		}
-	}
+	f := selectorFilters(sel)
 	cctx, cancel := s.call(ctx)
 	defer cancel()
 	svcs, err := s.cli.ServiceList(cctx, swarm.ServiceListOptions{Filters: f})
