@@ -142,7 +142,7 @@ func TestReleaseEndToEnd(t *testing.T) {
 
 	// 2. The second release, followed over SSE: every phase change, in order, then the outcome.
 	second, err := c.StartRelease(ctx, apiclient.StartRequest{Trigger: &apiclient.TriggerRequest{
-		Environment: env, Services: map[string]string{"web": "1.1.0"}, BuildURL: "http://ci/42", Commit: "abc123"}})
+		Environment: env, Services: map[string]string{"web": "1.1.0"}, BuildURL: "http://ci/42", Commit: "abc1234"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -270,6 +270,23 @@ func TestWaitHealthy(t *testing.T) {
 		}
 	})
 
+	t.Run("slower than one probe job", func(t *testing.T) {
+		t.Parallel()
+		// Healthy only after the first probe job (healthProbeSpan) ended: the wait starts
+		// another and sees the replica come up.
+		s := f.spec("a", "late", "slow-start", 0)
+		s.Env = map[string]string{"DEMO_START_DELAY": (healthProbeSpan + 5*time.Second).String()}
+		mustEnsure(t, f.e, s)
+		began := time.Now()
+		c, err := f.e.WaitHealthy(ctxT(t, 2*time.Minute), s.ContainerName())
+		if err != nil {
+			t.Fatalf("wait healthy: %v", err)
+		}
+		if c.Health != engine.HealthHealthy || time.Since(began) < healthProbeSpan {
+			t.Fatalf("health %q after %s, want healthy after more than %s", c.Health, time.Since(began), healthProbeSpan)
+		}
+	})
+
 	t.Run("image healthcheck", func(t *testing.T) {
 		t.Parallel()
 		s := f.spec("a", "img", "1.1.0", 0)

@@ -39,6 +39,9 @@ type healthSpec struct {
 	startPeriod time.Duration
 }
 
+// healthProbeSpan bounds one probe job of a health wait (see WaitHealthy).
+const healthProbeSpan = 15 * time.Second
+
 func healthFromLabels(labels map[string]string) healthSpec {
 	h := healthSpec{
 		mode:     labels[labelHealth],
@@ -180,10 +183,13 @@ func (e *Engine) WaitHealthy(ctx context.Context, name string) (engine.Container
 			Requests: []probe.Request{{Path: h.path, Timeout: h.timeout}},
 			Streams:  []probe.Stream{{}},
 			Interval: h.interval,
-			Duration: 10 * time.Minute,
+			// A job of its own lasts healthProbeSpan at most and the wait starts the next one
+			// when it ends: the probe container of a worker that died mid-wait ends (and is
+			// auto-removed) that soon, not at the activity's deadline minutes later.
+			Duration: healthProbeSpan,
 		}
 		if dl, ok := ctx.Deadline(); ok {
-			job.Duration = max(time.Until(dl), h.interval)
+			job.Duration = min(healthProbeSpan, max(time.Until(dl), h.interval))
 		}
 		go func() {
 			probeErr <- e.Probe(pctx, engine.ProbeAt{Network: netName, Beside: []string{name}}, job, func(r probe.Result) {
