@@ -50,7 +50,11 @@ const (
 	// probeMemory caps a probe container (the agent needs a few MiB).
 	probeMemory = 64 << 20
 	// sweepEvery throttles the sweep of stale probe containers per engine.
-	sweepEvery = 30 * time.Second
+	sweepEvery = 10 * time.Second
+	// createdStale: a probe container stays created only for the moment between create and
+	// start in one call; one older was left by a worker killed in that moment (never started,
+	// so never auto-removed).
+	createdStale = 15 * time.Second
 )
 
 // Agent says where the worker finds the probe agent binary it loads into engines.
@@ -344,7 +348,7 @@ func (e *Engine) SweepProbes(ctx context.Context, all bool) (int, error) {
 	n := 0
 	for _, c := range list {
 		exp, perr := time.Parse(time.RFC3339, c.Labels[labelProbeExpires])
-		if all || perr != nil || time.Now().After(exp) || c.State == container.StateExited || c.State == container.StateCreated && time.Unix(c.Created, 0).Before(time.Now().Add(-time.Minute)) {
+		if all || perr != nil || time.Now().After(exp) || c.State == container.StateExited || c.State == container.StateCreated && time.Unix(c.Created, 0).Before(time.Now().Add(-createdStale)) {
 			e.removeProbe(ctx, c.ID)
 			n++
 		}
