@@ -167,6 +167,22 @@ func writeCLISpec(t *testing.T, dir, name, content string) string {
 }
 
 // releaseID finds the release id in the CLI's text output.
+// releaseGoodThenBad releases the spec file as written (it must succeed), then with web set
+// to bad-crash (it must be rolled back), and returns both release ids.
+func releaseGoodThenBad(t *testing.T, s *cliStack, file string) (good, bad string) {
+	t.Helper()
+	code, out, errOut := s.run(t, "release", "-f", file, "--wait")
+	if code != codeSucceeded {
+		t.Fatalf("good release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	good = cliReleaseID(t, out)
+	code, out, errOut = s.run(t, "release", "-f", file, "--set", "web=bad-crash", "--wait")
+	if code != codeRolledBack {
+		t.Fatalf("bad release: exit %d\n%s\n%s", code, out, errOut)
+	}
+	return good, cliReleaseID(t, out)
+}
+
 func cliReleaseID(t *testing.T, text string) string {
 	t.Helper()
 	for _, f := range strings.Fields(text) {

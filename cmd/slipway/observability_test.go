@@ -165,16 +165,7 @@ func TestMetricsAndWebhooks(t *testing.T) {
       events: [succeeded, rolled_back, failed]
 `, signedSrv.URL, slackSrv.URL)
 	file := writeCLISpec(t, t.TempDir(), "obs.yaml", body)
-	code, out, errOut := s.run(t, "release", "-f", file, "--wait")
-	if code != codeSucceeded {
-		t.Fatalf("release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	good := cliReleaseID(t, out)
-	code, out, errOut = s.run(t, "release", "-f", file, "--set", "web=bad-crash", "--wait")
-	if code != codeRolledBack {
-		t.Fatalf("bad release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	bad := cliReleaseID(t, out)
+	good, bad := releaseGoodThenBad(t, s, file)
 
 	// The signed webhook: every event of both releases, in order, each processed once; the
 	// first delivery answered 500 and was retried with the same event id.

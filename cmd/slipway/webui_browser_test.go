@@ -30,16 +30,7 @@ func TestWebUIShowsRolledBackAsFailed(t *testing.T) {
 	env := cliEnv(t)
 	dir := t.TempDir()
 	good := writeCLISpec(t, dir, "good.yaml", cliSpec(env, "1.0.0", false))
-	code, out, errOut := s.run(t, "release", "-f", good, "--wait")
-	if code != codeSucceeded {
-		t.Fatalf("good release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	okID := cliReleaseID(t, out)
-	code, out, errOut = s.run(t, "release", "-f", good, "--set", "web=bad-crash", "--wait")
-	if code != codeRolledBack {
-		t.Fatalf("bad release: exit %d\n%s\n%s", code, out, errOut)
-	}
-	badID := cliReleaseID(t, out)
+	okID, badID := releaseGoodThenBad(t, s, good)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium), chromedp.NoSandbox,
 		chromedp.Headless, chromedp.DisableGPU, chromedp.WindowSize(1600, 1000))
