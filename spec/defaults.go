@@ -115,6 +115,8 @@ func inheritDefaults(s *Service, d *ServiceDefaults) {
 		}
 		setIfZero(&s.Resources.Memory, d.Resources.Memory)
 		setIfZero(&s.Resources.CPUs, d.Resources.CPUs)
+		setIfZero(&s.Resources.ReserveMemory, d.Resources.ReserveMemory)
+		setIfZero(&s.Resources.ReserveCPUs, d.Resources.ReserveCPUs)
 	}
 	if d.Health != nil {
 		if s.Health == nil {

@@ -89,6 +89,10 @@ type ClusterPolicy struct {
 	AllowHostNetwork bool `yaml:"allow_host_network,omitempty" json:"allow_host_network,omitempty"`
 	// MaxReplicas caps the replicas (and canary replicas) of one service on this cluster (0 = no cap).
 	MaxReplicas int `yaml:"max_replicas,omitempty" json:"max_replicas,omitempty" jsonschema:"minimum=0"`
+	// Placement applies to every service on this cluster, added to the service's own
+	// placement: the nodes of the swarm Slipway's tasks may run on (e.g. constraints:
+	// [node.role==worker]). Only on a cluster of kind swarm.
+	Placement *Placement `yaml:"placement,omitempty" json:"placement,omitempty"`
 }
 
 // EnvironmentRollout holds the limits of controlled onboarding.
@@ -146,8 +150,11 @@ type Service struct {
 	Secrets map[string]string `yaml:"secrets,omitempty" json:"secrets,omitempty"`
 	// Command replaces the image's CMD (arguments to its ENTRYPOINT).
 	Command []string `yaml:"command,omitempty" json:"command,omitempty"`
-	// Resources are per-container limits; none by default.
+	// Resources are per-container limits (and, on a swarm, reservations); none by default.
 	Resources *Resources `yaml:"resources,omitempty" json:"resources,omitempty"`
+	// Placement says which nodes of a swarm the service's tasks may run on (constraints) and
+	// how they spread over them (preferences). Ignored on a plain engine, which is one node.
+	Placement *Placement `yaml:"placement,omitempty" json:"placement,omitempty"`
 	// Privileged runs the containers privileged: refused unless the policy of every cluster
 	// of the service sets allow_privileged.
 	Privileged bool `yaml:"privileged,omitempty" json:"privileged,omitempty"`
@@ -194,13 +201,40 @@ type Mount struct {
 	ReadOnly bool `yaml:"read_only,omitempty" json:"read_only,omitempty"`
 }
 
-// Resources are per-container limits. Memory takes units: 64Mi, 1Gi, 512M.
+// Resources are per-container limits and, on a swarm, reservations. Memory takes units:
+// 64Mi, 1Gi, 512M.
 type Resources struct {
 	// Memory limit: bytes or a number with a unit, binary (Ki, Mi, Gi, Ti) or decimal (k, M,
 	// G, T), e.g. 64Mi, 1Gi, 512M. At least 6Mi.
 	Memory string `yaml:"memory,omitempty" json:"memory,omitempty" jsonschema:"pattern=^[0-9]+(\\.[0-9]+)?(k|K|M|G|T|Ki|Mi|Gi|Ti)?$"`
 	// CPUs is the number of CPUs a container may use (e.g. 0.5).
 	CPUs float64 `yaml:"cpus,omitempty" json:"cpus,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1024"`
+	// ReserveMemory is memory a swarm sets aside for each task: it places a task only on a
+	// node with that much not yet reserved (units as memory; at most memory). Ignored on a
+	// plain engine.
+	ReserveMemory string `yaml:"reserve_memory,omitempty" json:"reserve_memory,omitempty" jsonschema:"pattern=^[0-9]+(\\.[0-9]+)?(k|K|M|G|T|Ki|Mi|Gi|Ti)?$"`
+	// ReserveCPUs is the CPUs a swarm sets aside for each task (at most cpus). Ignored on a
+	// plain engine.
+	ReserveCPUs float64 `yaml:"reserve_cpus,omitempty" json:"reserve_cpus,omitempty" jsonschema:"exclusiveMinimum=0,maximum=1024"`
+}
+
+// Placement is where a swarm runs a service's tasks (Docker's service placement; on a plain
+// engine, which is one node, it is ignored).
+type Placement struct {
+	// Constraints every node of a task must satisfy: <attribute>==<value> or
+	// <attribute>!=<value>, the attribute one of node.id, node.hostname, node.role
+	// (manager or worker), node.platform.os, node.platform.arch, node.labels.<label>,
+	// engine.labels.<label>. E.g. node.labels.tier==frontend.
+	Constraints []string `yaml:"constraints,omitempty" json:"constraints,omitempty"`
+	// Preferences spread the tasks evenly over the values of a node label, in order.
+	Preferences []PlacementPreference `yaml:"preferences,omitempty" json:"preferences,omitempty"`
+}
+
+// PlacementPreference is one placement preference of a swarm.
+type PlacementPreference struct {
+	// Spread spreads the tasks evenly over the values of this label: node.labels.<label>
+	// or engine.labels.<label>, e.g. node.labels.zone.
+	Spread string `yaml:"spread" json:"spread"`
 }
 
 // Health is a container's health check: an HTTP GET on the container port, or the image's

@@ -304,8 +304,14 @@ func (v *validator) cluster(c *Cluster, p string) {
 	default:
 		v.errorf(p+".probes", "probes must be %q (next to the replicas, the default) or %q (from the worker), got %q", ProbesEngine, ProbesDirect, c.Probes)
 	}
+	v.placement(p+".policy.placement", c.Policy.Placement)
 	switch c.Kind {
 	case "", KindEngine:
+		if c.Policy.Placement != nil {
+			// A service's own placement is ignored on a plain engine (it may also run on a
+			// swarm); a cluster's applies to nothing there.
+			v.errorf(p+".policy.placement", "placement applies to a swarm's nodes: cluster %q is a plain Docker engine (set kind: swarm, or remove placement)", c.Name)
+		}
 	case KindSwarm:
 		if c.Probes == ProbesDirect {
 			v.errorf(p+".probes", "a swarm cluster's replicas are reached on its overlay network: probes must be %q there, got %q", ProbesEngine, c.Probes)
@@ -407,6 +413,7 @@ func (v *validator) service(env *Environment, i int, clusters, services, loadTes
 		}
 	}
 	v.resources(p+".resources", s.Resources)
+	v.placement(p+".placement", s.Placement)
 	for j, m := range s.Mounts {
 		mp := fmt.Sprintf("%s.mounts[%d]", p, j)
 		if m.Source == "" || !path.IsAbs(m.Source) {
@@ -570,6 +577,73 @@ func (v *validator) resources(p string, r *Resources) {
 		v.errorf(p+".cpus", "cpus must be greater than 0, got %g", r.CPUs)
 	} else if r.CPUs > 1024 {
 		v.errorf(p+".cpus", "cpus %g is more than any engine has (max 1024)", r.CPUs)
+	}
+	if r.ReserveMemory != "" || v.present(p+".reserve_memory") {
+		n, err := ParseMemory(r.ReserveMemory)
+		switch {
+		case err != nil:
+			v.errorf(p+".reserve_memory", "%v", err)
+		case n <= 0:
+			v.errorf(p+".reserve_memory", "reserve_memory must be more than 0 (leave the field out for no reservation)")
+		case r.Memory != "":
+			if limit, err := ParseMemory(r.Memory); err == nil && n > limit {
+				v.errorf(p+".reserve_memory", "reserve_memory %q is more than the memory limit %q: a task could never use what is reserved for it", r.ReserveMemory, r.Memory)
+			}
+		}
+	}
+	if r.ReserveCPUs < 0 || (r.ReserveCPUs == 0 && v.present(p+".reserve_cpus")) {
+		v.errorf(p+".reserve_cpus", "reserve_cpus must be greater than 0, got %g", r.ReserveCPUs)
+	} else if r.ReserveCPUs > 1024 {
+		v.errorf(p+".reserve_cpus", "reserve_cpus %g is more than any engine has (max 1024)", r.ReserveCPUs)
+	} else if r.CPUs > 0 && r.ReserveCPUs > r.CPUs {
+		v.errorf(p+".reserve_cpus", "reserve_cpus %g is more than the cpus limit %g", r.ReserveCPUs, r.CPUs)
+	}
+}
+
+// Placement syntax, as Docker's swarm scheduler reads it (swarmkit's constraint parser):
+// an attribute it knows, == or !=, and a value of the characters it accepts.
+var (
+	constraintRE      = regexp.MustCompile(`^\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*(==|!=)\s*(.*?)\s*$`)
+	constraintValueRE = regexp.MustCompile(`^(?i)[a-z0-9:\-_\s.*()?+\[\]\\^$|/]+$`)
+	placementLabelRE  = regexp.MustCompile(`^(node|engine)\.labels\.[A-Za-z0-9_.-]+$`)
+)
+
+// constraintAttributes are the node attributes a constraint may test besides labels.
+var constraintAttributes = []string{"node.id", "node.hostname", "node.role", "node.platform.os", "node.platform.arch"}
+
+// ConstraintProblem says what is wrong with a placement constraint, "" when it is valid.
+func ConstraintProblem(c string) string {
+	m := constraintRE.FindStringSubmatch(c)
+	if m == nil {
+		return fmt.Sprintf("constraint %q is not <attribute>==<value> or <attribute>!=<value> (e.g. node.labels.tier==frontend)", c)
+	}
+	attr, val := m[1], m[3]
+	if !contains(constraintAttributes, attr) && !placementLabelRE.MatchString(attr) {
+		return fmt.Sprintf("constraint %q tests %q: use one of %s, node.labels.<label> or engine.labels.<label>", c, attr, strings.Join(constraintAttributes, ", "))
+	}
+	if val == "" || !constraintValueRE.MatchString(val) {
+		return fmt.Sprintf("constraint %q has no valid value after %s (letters, digits and :-_.*()?+[]^$|/ only)", c, m[2])
+	}
+	if attr == "node.role" && val != "manager" && val != "worker" {
+		return fmt.Sprintf("constraint %q: node.role is manager or worker", c)
+	}
+	return ""
+}
+
+func (v *validator) placement(p string, pl *Placement) {
+	if pl == nil {
+		return
+	}
+	for i, c := range pl.Constraints {
+		if why := ConstraintProblem(c); why != "" {
+			v.errorf(fmt.Sprintf("%s.constraints[%d]", p, i), "%s", why)
+		}
+	}
+	for i, pr := range pl.Preferences {
+		pp := fmt.Sprintf("%s.preferences[%d].spread", p, i)
+		if !placementLabelRE.MatchString(pr.Spread) {
+			v.errorf(pp, "spread %q must name a node label: node.labels.<label> or engine.labels.<label> (e.g. node.labels.zone)", pr.Spread)
+		}
 	}
 }
 
