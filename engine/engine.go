@@ -111,10 +111,36 @@ type ContainerSpec struct {
 	Privileged  bool              `json:"privileged,omitempty"`
 	Mounts      []Mount           `json:"mounts,omitempty"`
 	Health      HealthCheck       `json:"health"`
+	// Secrets are given to the container as files, /run/secrets/<Name>, by an adapter of a
+	// Swarm (Swarm secrets; docs/swarm.md), never as environment variables. A plain engine
+	// has no secret store: the activities put a plain engine's secrets in Env and fill
+	// Secrets for a swarm only (with <VAR>_FILE in Env saying where each file is).
+	Secrets []SecretFile `json:"secrets,omitempty"`
+	// ReserveMemoryBytes and ReserveNanoCPUs are what a swarm sets aside for each task (its
+	// scheduler places a task only where they are free); a plain engine ignores them.
+	ReserveMemoryBytes int64 `json:"reserve_memory_bytes,omitempty"`
+	ReserveNanoCPUs    int64 `json:"reserve_nano_cpus,omitempty"`
+	// Placement is where a swarm may run the tasks; a plain engine (one node) ignores it.
+	Placement Placement `json:"placement,omitempty"`
 	// Network and Alias: the container joins Network with Alias (the service name) when it
 	// is created, i.e. it takes traffic as soon as it runs. Use Detach to take it out.
 	Network string `json:"network"`
 	Alias   string `json:"alias"`
+}
+
+// SecretFile is one secret given as a file. Value is never serialised: a ContainerSpec
+// lives in the worker's memory only, and Value must not reach a log, an error or a label.
+type SecretFile struct {
+	// Name is the secret's name (services[].secrets): the file is /run/secrets/<Name>.
+	Name  string `json:"name"`
+	Value string `json:"-"`
+}
+
+// Placement is a swarm's placement of a service's tasks: Constraints in Docker's syntax
+// (node.labels.tier==frontend), Spread the node labels to spread tasks over, in order.
+type Placement struct {
+	Constraints []string `json:"constraints,omitempty"`
+	Spread      []string `json:"spread,omitempty"`
 }
 
 // Mount is a host bind mount.

@@ -62,6 +62,10 @@ type Swarm struct {
 	*Engine
 
 	svcLocks sync.Map // service name -> *sync.Mutex serialising its updates in this process
+	// secretsMu: a service create with Swarm secrets holds it shared from the secrets'
+	// creation to the service's, a prune of unused secrets exclusively, so this process
+	// never removes a secret it is about to use.
+	secretsMu sync.RWMutex
 }
 
 var _ engine.Engine = (*Swarm)(nil)
@@ -287,7 +291,7 @@ func (s *Swarm) update(ctx context.Context, op, name string, fn func(labels map[
 }
 
 // serviceSpec builds the Swarm service of a version from the spec of its first slot.
-func serviceSpec(cs engine.ContainerSpec, networkID string) swarm.ServiceSpec {
+func serviceSpec(cs engine.ContainerSpec, networkID string, secrets []*swarm.SecretReference) swarm.ServiceSpec {
 	cfg, _, _ := containerConfig(cs, networkID) // the labels a plain engine puts on a replica
 	taskLabels := map[string]string{}
 	for k, v := range cfg.Labels {
@@ -312,6 +316,7 @@ func serviceSpec(cs engine.ContainerSpec, networkID string) swarm.ServiceSpec {
 		Args:        cs.Command,
 		Env:         env,
 		Healthcheck: cfg.Healthcheck,
+		Secrets:     secrets,
 	}
 	for _, m := range cs.Mounts {
 		c.Mounts = append(c.Mounts, mount.Mount{Type: mount.TypeBind, Source: m.Source, Target: m.Target, ReadOnly: m.ReadOnly})
@@ -327,8 +332,22 @@ func serviceSpec(cs engine.ContainerSpec, networkID string) swarm.ServiceSpec {
 		Mode:         swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}},
 		EndpointSpec: &swarm.EndpointSpec{Mode: swarm.ResolutionModeDNSRR},
 	}
-	if cs.MemoryBytes > 0 || cs.NanoCPUs > 0 {
-		spec.TaskTemplate.Resources = &swarm.ResourceRequirements{Limits: &swarm.Limit{NanoCPUs: cs.NanoCPUs, MemoryBytes: cs.MemoryBytes}}
+	if cs.MemoryBytes > 0 || cs.NanoCPUs > 0 || cs.ReserveMemoryBytes > 0 || cs.ReserveNanoCPUs > 0 {
+		r := &swarm.ResourceRequirements{}
+		if cs.MemoryBytes > 0 || cs.NanoCPUs > 0 {
+			r.Limits = &swarm.Limit{NanoCPUs: cs.NanoCPUs, MemoryBytes: cs.MemoryBytes}
+		}
+		if cs.ReserveMemoryBytes > 0 || cs.ReserveNanoCPUs > 0 {
+			r.Reservations = &swarm.Resources{NanoCPUs: cs.ReserveNanoCPUs, MemoryBytes: cs.ReserveMemoryBytes}
+		}
+		spec.TaskTemplate.Resources = r
+	}
+	if len(cs.Placement.Constraints) > 0 || len(cs.Placement.Spread) > 0 {
+		pl := &swarm.Placement{Constraints: append([]string(nil), cs.Placement.Constraints...)}
+		for _, l := range cs.Placement.Spread {
+			pl.Preferences = append(pl.Preferences, swarm.PlacementPreference{Spread: &swarm.SpreadOver{SpreadDescriptor: l}})
+		}
+		spec.TaskTemplate.Placement = pl
 	}
 	return spec
 }
@@ -359,17 +378,13 @@ func (s *Swarm) Ensure(ctx context.Context, cs engine.ContainerSpec) (engine.Con
 		case len(nets) == 0:
 			err = &engine.Error{Kind: engine.KindNotFound, Op: op, Err: fmt.Errorf("network %s does not exist", cs.Network)}
 		default:
-			cctx, cancel := s.call(ctx)
-			_, err = s.cli.ServiceCreate(cctx, serviceSpec(cs, nets[0].ID), swarm.ServiceCreateOptions{QueryRegistry: false})
-			cancel()
+			err = s.create(ctx, op, cs, nets[0].ID)
 			if err == nil {
 				unlock()
 				return s.container(ctx, op, cs.Key)
 			}
-			if kindOf(err) == engine.KindConflict {
+			if isKind(err, engine.KindConflict) {
 				err = nil // made meanwhile: add the slot below
-			} else {
-				err = classify(op, err)
 			}
 		}
 		if err == nil {
@@ -403,6 +418,177 @@ func (s *Swarm) Ensure(ctx context.Context, cs engine.ContainerSpec) (engine.Con
 		return engine.Container{}, err
 	}
 	return s.container(ctx, op, cs.Key)
+}
+
+// create creates the Swarm service of cs's version at scale 1, with its secrets as Swarm
+// secrets (made first when missing). Errors are classified; they never carry a secret's
+// value (Docker's do not quote a secret's data, and no message here includes it).
+func (s *Swarm) create(ctx context.Context, op string, cs engine.ContainerSpec, networkID string) error {
+	s.secretsMu.RLock()
+	defer s.secretsMu.RUnlock()
+	refs, err := s.ensureSecrets(ctx, op, cs)
+	if err != nil {
+		return err
+	}
+	cctx, cancel := s.call(ctx)
+	_, err = s.cli.ServiceCreate(cctx, serviceSpec(cs, networkID, refs), swarm.ServiceCreateOptions{QueryRegistry: false})
+	cancel()
+	return classify(op, err)
+}
+
+// Swarm secrets. A Swarm secret cannot change, so each value of a secret of an environment
+// is a Swarm secret of its own, named after the secret and a hash of the value
+// (SwarmSecretName): a changed value makes a new Swarm secret, which the next version's
+// service gets, while the services of earlier versions keep theirs. A secret no service
+// uses any more is removed when a service goes (pruneSecrets).
+const (
+	// labelSecret on a Swarm secret is the name of the secret it holds a value of.
+	labelSecret = "io.slipway.secret"
+	// secretFileMode: only the file's owner may read it.
+	secretFileMode = 0o400
+)
+
+var swarmSecretUnsafe = regexp.MustCompile(`[^a-zA-Z0-9_.-]+`)
+
+// SwarmSecretName is the name of the Swarm secret that holds one value of secret name in
+// environment env: slipway-<env>-<name>-<hash8>, hash8 the first 8 hex digits of a SHA-256
+// of environment, name and value (so the same value has the same name on every worker, a
+// changed one another). A name over Swarm's 64 characters keeps 46 and a hash of
+// environment and name. The value itself is never part of anything but the hash.
+func SwarmSecretName(env, name, value string) string {
+	sum := sha256.Sum256([]byte("slipway swarm secret\x00" + env + "\x00" + name + "\x00" + value))
+	base := swarmSecretUnsafe.ReplaceAllString("slipway-"+env+"-"+name, "-")
+	if len(base) > 55 {
+		id := sha256.Sum256([]byte(env + "\x00" + name))
+		base = strings.TrimRight(base[:46], "-_.") + "-" + hex.EncodeToString(id[:])[:8]
+	}
+	return base + "-" + hex.EncodeToString(sum[:])[:8]
+}
+
+// secretOwner is the owner of secret files in the tasks of image: the image's numeric USER
+// (uid[:gid]), so a mode of 0400 still lets its process read them; root when the USER is a
+// name (it cannot be mapped without the image's /etc/passwd: such images read their _FILE
+// variables as root, as official images' entrypoints do) or the image is not on the
+// manager.
+func (s *Swarm) secretOwner(ctx context.Context, image string) (uid, gid string) {
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	ii, err := s.cli.ImageInspect(cctx, image)
+	if err != nil || ii.Config == nil {
+		return "0", "0"
+	}
+	u, g, _ := strings.Cut(ii.Config.User, ":")
+	if _, err := strconv.ParseUint(u, 10, 32); err != nil {
+		return "0", "0"
+	}
+	if _, err := strconv.ParseUint(g, 10, 32); err != nil {
+		g = u
+	}
+	return u, g
+}
+
+// ensureSecrets makes the Swarm secret of every secret of cs (when missing) and returns
+// the references that put each at /run/secrets/<secret name>, mode 0400.
+func (s *Swarm) ensureSecrets(ctx context.Context, op string, cs engine.ContainerSpec) ([]*swarm.SecretReference, error) {
+	if len(cs.Secrets) == 0 {
+		return nil, nil
+	}
+	uid, gid := s.secretOwner(ctx, cs.Image)
+	var refs []*swarm.SecretReference
+	for _, f := range cs.Secrets {
+		if f.Name == "" || f.Value == "" {
+			return nil, &engine.Error{Kind: engine.KindInvalid, Op: op, Err: fmt.Errorf("secret %q without a name or a value", f.Name)}
+		}
+		name := SwarmSecretName(cs.Environment, f.Name, f.Value)
+		id, err := s.secretID(ctx, op, name)
+		if err == nil && id == "" {
+			cctx, cancel := s.call(ctx)
+			var created swarm.SecretCreateResponse
+			created, err = s.cli.SecretCreate(cctx, swarm.SecretSpec{
+				Annotations: swarm.Annotations{Name: name, Labels: map[string]string{
+					engine.LabelManaged: "true", engine.LabelEnvironment: cs.Environment, engine.LabelCluster: cs.Cluster, labelSecret: f.Name,
+				}},
+				Data: []byte(f.Value),
+			})
+			cancel()
+			id = created.ID
+			if kindOf(err) == engine.KindConflict {
+				id, err = s.secretID(ctx, op, name) // made meanwhile by another process
+			}
+			if err == nil && id == "" {
+				err = fmt.Errorf("swarm secret %s was neither created nor found", name)
+			}
+		}
+		if err != nil {
+			return nil, classify(op+": swarm secret of "+f.Name, err)
+		}
+		refs = append(refs, &swarm.SecretReference{
+			File:       &swarm.SecretReferenceFileTarget{Name: f.Name, UID: uid, GID: gid, Mode: secretFileMode},
+			SecretID:   id,
+			SecretName: name,
+		})
+	}
+	return refs, nil
+}
+
+// secretID is the ID of the Swarm secret of that exact name, "" when there is none.
+func (s *Swarm) secretID(ctx context.Context, op, name string) (string, error) {
+	cctx, cancel := s.call(ctx)
+	defer cancel()
+	list, err := s.cli.SecretList(cctx, swarm.SecretListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return "", classify(op, err)
+	}
+	for _, sec := range list {
+		if sec.Spec.Name == name { // the filter also matches prefixes
+			return sec.ID, nil
+		}
+	}
+	return "", nil
+}
+
+// pruneSecrets removes the environment's Swarm secrets that no service of the swarm
+// uses. Swarm refuses to remove a secret a service uses: one taken meanwhile (by another
+// worker) stays, and so does one in use by a service that is not Slipway's.
+func (s *Swarm) pruneSecrets(ctx context.Context, op, env string) error {
+	s.secretsMu.Lock()
+	defer s.secretsMu.Unlock()
+	cctx, cancel := s.call(ctx)
+	secrets, err := s.cli.SecretList(cctx, swarm.SecretListOptions{Filters: filters.NewArgs(
+		filters.Arg("label", engine.LabelManaged+"=true"), filters.Arg("label", engine.LabelEnvironment+"="+env))})
+	cancel()
+	if err != nil || len(secrets) == 0 {
+		return classify(op, err)
+	}
+	cctx, cancel = s.call(ctx)
+	svcs, err := s.cli.ServiceList(cctx, swarm.ServiceListOptions{})
+	cancel()
+	if err != nil {
+		return classify(op, err)
+	}
+	used := map[string]bool{}
+	for _, svc := range svcs {
+		if c := svc.Spec.TaskTemplate.ContainerSpec; c != nil {
+			for _, r := range c.Secrets {
+				used[r.SecretID] = true
+			}
+		}
+	}
+	for _, sec := range secrets {
+		if used[sec.ID] {
+			continue
+		}
+		cctx, cancel := s.call(ctx)
+		err := s.cli.SecretRemove(cctx, sec.ID)
+		cancel()
+		switch kindOf(err) {
+		case "", engine.KindNotFound, engine.KindInvalid:
+			// Removed, gone already, or in use after all (Swarm says InvalidArgument).
+		default:
+			return classify(op+": remove swarm secret "+sec.Spec.Name, err)
+		}
+	}
+	return nil
 }
 
 // container is the replica of k as List reports it (State "created" while its task has not
@@ -578,9 +764,15 @@ func taskAddress(t swarm.Task, networkName, port string) string {
 func (s *Swarm) WaitHealthy(ctx context.Context, name string) (engine.Container, error) {
 	op := "wait healthy " + name
 	start := time.Now()
-	var lastWhy string
+	lastWhy := "its task was not looked at yet"
+	deadline := func() error {
+		return &engine.Error{Kind: engine.KindUnhealthy, Op: op, Err: fmt.Errorf("not running before the deadline (%s): %w", lastWhy, ctx.Err())}
+	}
 	for {
 		svc, slot, err := s.resolve(ctx, op, name)
+		if err != nil && ctx.Err() != nil {
+			return engine.Container{}, deadline() // the deadline ended the call
+		}
 		if err != nil {
 			return engine.Container{}, err
 		}
@@ -589,6 +781,9 @@ func (s *Swarm) WaitHealthy(ctx context.Context, name string) (engine.Container,
 			return engine.Container{}, &engine.Error{Kind: engine.KindUnhealthy, Op: op, Err: errors.New("the replica is stopped (its slot is not in the swarm service's scale)")}
 		}
 		ts, err := s.tasks(ctx, op, svc.ID)
+		if err != nil && ctx.Err() != nil {
+			return engine.Container{}, deadline()
+		}
 		if err != nil {
 			return engine.Container{}, err
 		}
@@ -616,15 +811,36 @@ func (s *Swarm) WaitHealthy(ctx context.Context, name string) (engine.Container,
 			if t.Status.Err != "" {
 				lastWhy += ": " + t.Status.Err
 			}
+			if t.Status.State == swarm.TaskStatePending && strings.Contains(t.Status.Err, "no suitable node") {
+				// Swarm keeps such a task pending (a node may yet join or get the label):
+				// the wait ends at its deadline, saying why.
+				lastWhy = "no node of the swarm can take its task, " + placementSummary(svc.Spec.TaskTemplate) + " (swarm: " + t.Status.Err + ")"
+			}
 		} else {
 			lastWhy = "swarm has not scheduled its task"
 		}
 		select {
 		case <-ctx.Done():
-			return engine.Container{}, &engine.Error{Kind: engine.KindUnhealthy, Op: op, Err: fmt.Errorf("not running before the deadline (%s): %w", lastWhy, ctx.Err())}
+			return engine.Container{}, deadline()
 		case <-time.After(s.opts.PollInterval):
 		}
 	}
+}
+
+// placementSummary names what limits where a service's tasks may run, for the error of a
+// task no node can take.
+func placementSummary(ts swarm.TaskSpec) string {
+	var parts []string
+	if p := ts.Placement; p != nil && len(p.Constraints) > 0 {
+		parts = append(parts, "placement constraints "+strings.Join(p.Constraints, ", "))
+	}
+	if r := ts.Resources; r != nil && r.Reservations != nil && (r.Reservations.MemoryBytes > 0 || r.Reservations.NanoCPUs > 0) {
+		parts = append(parts, fmt.Sprintf("reservations of %d bytes of memory and %g CPUs", r.Reservations.MemoryBytes, float64(r.Reservations.NanoCPUs)/1e9))
+	}
+	if len(parts) == 0 {
+		return "with no placement constraints or reservations"
+	}
+	return "for its " + strings.Join(parts, " and ")
 }
 
 // replica is the replica of slot as List reports it, with the health WaitHealthy found.
@@ -761,14 +977,16 @@ func (s *Swarm) Remove(ctx context.Context, name string) error {
 	if !last {
 		return s.settle(ctx, op, svc, stopWait)
 	}
-	defer s.lock(svc.Spec.Name)()
+	unlock := s.lock(svc.Spec.Name)
 	cctx, cancel := s.call(ctx)
 	err = s.cli.ServiceRemove(cctx, svc.ID)
 	cancel()
-	if kindOf(err) == engine.KindNotFound {
-		return nil
+	unlock()
+	if err != nil && kindOf(err) != engine.KindNotFound {
+		return classify(op, err)
 	}
-	return classify(op, err)
+	// Its Swarm secrets go with the last service that uses them.
+	return s.pruneSecrets(ctx, op, svc.Spec.Labels[engine.LabelEnvironment])
 }
 
 // Probe runs a probe job on the swarm's manager, in a probe container beside the first
