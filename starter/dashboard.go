@@ -1,7 +1,11 @@
 package starter
 
 import (
+	"context"
+	"crypto/sha256"
 	"embed"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"html/template"
 	"io/fs"
@@ -18,6 +22,7 @@ import (
 
 	"github.com/slipwayhq/slipway/apiclient"
 	"github.com/slipwayhq/slipway/engine"
+	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
@@ -38,6 +43,19 @@ type dashboardState struct {
 	// immutable, read from the first event of its history.
 	inputsMu sync.Mutex
 	inputs   map[string]releaseMeta
+	// plans caches each environment's Plan result for the overview (see envPlan).
+	plansMu sync.Mutex
+	plans   map[string]*planEntry
+}
+
+// planEntry is one environment's cached Plan result; done is closed once res/err are set
+// (loads that arrive while the Plan runs wait for it instead of starting another).
+type planEntry struct {
+	key  string
+	done chan struct{}
+	at   time.Time
+	res  *workflows.PlanResult
+	err  error
 }
 
 // releaseMeta is the part of a release's input the dashboard shows.
@@ -78,6 +96,7 @@ func (s *Server) initDashboard() error {
 	s.dash.static = http.StripPrefix("/static/", http.FileServer(http.FS(static)))
 	s.dash.anon = anonymousPrincipal()
 	s.dash.inputs = map[string]releaseMeta{}
+	s.dash.plans = map[string]*planEntry{}
 	return nil
 }
 
@@ -272,15 +291,22 @@ func (s *Server) overviewPage(c *gin.Context) {
 
 func (s *Server) envSection(c *gin.Context, env string) envSection {
 	sec := envSection{Name: env}
+	ctx, cancel := s.callCtx(c)
+	defer cancel()
+	running, ended, err := s.listEnvReleases(ctx, env)
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		sec.InFlight, sec.Recent, sec.ListError = s.envReleases(c, env)
-	}()
+	if err != nil {
+		sec.ListError = problemFor(fmt.Errorf("list releases: %w", err)).Detail
+	} else {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sec.InFlight, sec.Recent = s.envReleases(c, ctx, env, running, ended)
+		}()
+	}
 	if spec, err := s.checkedIn(env, nil); err != nil {
 		sec.MatrixError = problemFor(err).Detail
-	} else if res, err := s.runPlan(c, spec); err != nil {
+	} else if res, err := s.envPlan(c, spec, running, ended); err != nil {
 		sec.MatrixError = problemFor(err).Detail
 	} else {
 		sec.Clusters, sec.Rows = fleetMatrix(res.Live)
@@ -292,6 +318,72 @@ func (s *Server) envSection(c *gin.Context, env string) envSection {
 	}
 	wg.Wait()
 	return sec
+}
+
+// envPlan is the environment's Plan result for the overview, cached per API process for
+// Dashboard.PlanTTL: a page that many stakeholders keep open would otherwise start one Plan
+// workflow per environment per view. The cache key is the checked-in spec and the
+// environment's releases (those running and the latest ended), so a release that starts or
+// ends, or a spec checked in anew, plans again at once; within the TTL the matrix may lag
+// the engines by that much (a canary coming up). The API is stateless across replicas and
+// this cache is per process: that is fine only because the overview is a read-only view and
+// nothing decides from it. The API's own routes (GET /v1/environments/{env}, POST
+// /v1/plan) and every release plan afresh. Loads that arrive while a Plan runs wait for it
+// (one Plan, not one per load); a failed Plan is not kept.
+func (s *Server) envPlan(c *gin.Context, env *spec.Environment, running, ended []string) (*workflows.PlanResult, error) {
+	ttl := s.cfg.Dashboard.PlanTTL
+	if ttl < 0 {
+		return s.runPlan(c, env)
+	}
+	js, err := json.Marshal(env)
+	if err != nil {
+		return nil, err
+	}
+	last := ""
+	if len(ended) > 0 {
+		last = ended[0]
+	}
+	sum := sha256.Sum256(fmt.Appendf(js, "\x00%s\x00%s", strings.Join(running, ","), last))
+	key := hex.EncodeToString(sum[:])
+	for {
+		s.dash.plansMu.Lock()
+		e := s.dash.plans[env.Environment]
+		if e != nil && e.key == key {
+			select {
+			case <-e.done:
+				if time.Since(e.at) < ttl {
+					s.dash.plansMu.Unlock()
+					return e.res, nil
+				}
+			default:
+				// A Plan for this key is running: wait for it.
+				s.dash.plansMu.Unlock()
+				select {
+				case <-e.done:
+				case <-c.Request.Context().Done():
+					return nil, c.Request.Context().Err()
+				}
+				if e.err == nil {
+					return e.res, nil
+				}
+				continue // it failed (and was dropped): try again
+			}
+		}
+		e = &planEntry{key: key, done: make(chan struct{})}
+		s.dash.plans[env.Environment] = e
+		s.dash.plansMu.Unlock()
+		e.res, e.err = s.runPlan(c, env)
+		e.at = time.Now()
+		if e.err != nil {
+			s.dash.plansMu.Lock()
+			if s.dash.plans[env.Environment] == e {
+				delete(s.dash.plans, env.Environment)
+			}
+			s.dash.plansMu.Unlock()
+		}
+		close(e.done)
+		return e.res, e.err
+	}
 }
 
 // fleetMatrix turns the environment's live view into services × clusters: per cell, the
@@ -359,11 +451,9 @@ func roleRank(r string) int {
 	return 2
 }
 
-// envReleases lists an environment's releases in flight and its recent ended ones, each with
-// its status (the same view GET /v1/releases/{id} gives).
-func (s *Server) envReleases(c *gin.Context, env string) (inFlight, recent []releaseRow, problem string) {
-	ctx, cancel := s.callCtx(c)
-	defer cancel()
+// listEnvReleases lists the IDs of an environment's releases in flight and of its recent
+// ended ones, newest first.
+func (s *Server) listEnvReleases(ctx context.Context, env string) (running, ended []string, err error) {
 	base := fmt.Sprintf("WorkflowType = '%s' AND %s = '%s'", workflows.ReleaseWorkflowName, workflows.SAEnvironment, env)
 	list := func(q string, n int32) ([]string, error) {
 		resp, err := s.tc.ListWorkflow(ctx, &workflowservice.ListWorkflowExecutionsRequest{Namespace: s.cfg.Namespace, PageSize: n, Query: q})
@@ -376,14 +466,18 @@ func (s *Server) envReleases(c *gin.Context, env string) (inFlight, recent []rel
 		}
 		return ids, nil
 	}
-	running, err := list(base+" AND ExecutionStatus = 'Running'", 50)
-	if err != nil {
-		return nil, nil, problemFor(fmt.Errorf("list releases: %w", err)).Detail
+	if running, err = list(base+" AND ExecutionStatus = 'Running'", 50); err != nil {
+		return nil, nil, err
 	}
-	ended, err := list(base+" AND ExecutionStatus != 'Running'", recentReleases)
-	if err != nil {
-		return nil, nil, problemFor(fmt.Errorf("list releases: %w", err)).Detail
+	if ended, err = list(base+" AND ExecutionStatus != 'Running'", recentReleases); err != nil {
+		return nil, nil, err
 	}
+	return running, ended, nil
+}
+
+// envReleases fetches the status of the listed releases (the same view GET
+// /v1/releases/{id} gives): those still running in flight, the others recent.
+func (s *Server) envReleases(c *gin.Context, ctx context.Context, env string, running, ended []string) (inFlight, recent []releaseRow) {
 	ids := append(append([]string{}, running...), ended...)
 	rows := make([]releaseRow, len(ids))
 	var wg sync.WaitGroup
@@ -407,7 +501,7 @@ func (s *Server) envReleases(c *gin.Context, env string) (inFlight, recent []rel
 			recent = append(recent, r)
 		}
 	}
-	return inFlight, recent, ""
+	return inFlight, recent
 }
 
 // row is a release as the dashboard lists it.

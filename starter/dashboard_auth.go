@@ -40,7 +40,13 @@ type DashboardConfig struct {
 	// Anonymous lets anyone read the dashboard without logging in (read-only, every
 	// environment). For a trusted network only; off by default. Writes still need a login.
 	Anonymous bool
+	// PlanTTL is how long the overview reuses an environment's Plan result (default 5 s;
+	// negative: never, one Plan per environment per page view). See envPlan.
+	PlanTTL time.Duration
 }
+
+// DefaultDashboardPlanTTL is Dashboard.PlanTTL's default.
+const DefaultDashboardPlanTTL = 5 * time.Second
 
 // MinSessionKeyBytes is the shortest session key accepted.
 const MinSessionKeyBytes = 32
@@ -54,6 +60,9 @@ const (
 func (d *DashboardConfig) defaults(tokens *Tokens) error {
 	if d.SessionTTL <= 0 {
 		d.SessionTTL = 12 * time.Hour
+	}
+	if d.PlanTTL == 0 {
+		d.PlanTTL = DefaultDashboardPlanTTL
 	}
 	if len(d.SessionKey) == 0 {
 		d.SessionKey = derivedSessionKey(tokens)
