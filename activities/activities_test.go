@@ -423,6 +423,22 @@ func TestVerify(t *testing.T) {
 		require.Greater(t, v.Evidence.Unreachable, 0)
 		require.Zero(t, v.Evidence.Samples)
 	})
+	t.Run("the baseline is the old replicas that run", func(t *testing.T) {
+		// an old replica an earlier batch stopped (or, on a swarm, scaled away) is still
+		// named by the workflow: it is left out, not counted as lost pairs
+		gone, err := f.start(demo("1.0.0"), engine.RoleStable, 2)
+		require.NoError(t, err)
+		out, err := exec.Command("docker", "stop", "-t", "1", names(gone)[0]).CombinedOutput()
+		require.NoError(t, err, string(out))
+		good, err := f.start(demo("1.1.0"), engine.RoleCanary, 1)
+		require.NoError(t, err)
+		v := f.verify(names(good), append(names(stable), names(gone)...), shortVerification(), "/healthz")
+		require.Equal(t, workflows.VerdictPassed, v.Result, v.Reason)
+		require.Equal(t, 2, v.Evidence.BaselineTargets, "the stopped replica is not a baseline target")
+		require.Zero(t, v.Evidence.Unreachable)
+		require.Zero(t, v.Evidence.BaselineUnreachable)
+		require.True(t, v.Evidence.Baseline)
+	})
 	t.Run("inconclusive with too few samples", func(t *testing.T) {
 		good, err := f.start(demo("1.1.0"), engine.RoleCanary, 0)
 		require.NoError(t, err)

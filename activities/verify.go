@@ -261,6 +261,20 @@ func (a *Activities) Verify(ctx context.Context, in workflows.VerifyInput) (work
 	for _, c := range live {
 		byName[c.Name] = c
 	}
+	// The baseline is the old replicas that run now. One the workflow still names may have
+	// been stopped or scaled away by an earlier batch (on a swarm, a batch scales the old
+	// version's service down, and Swarm picks the task that goes): its probes would all be
+	// lost and the verdict inconclusive for want of pairs, not for anything the new version
+	// did. Without any, the verdict is on the absolute ceilings, as for a first release.
+	var baseline []string
+	for _, n := range in.Baseline {
+		if c, ok := byName[n]; ok && c.Running() {
+			baseline = append(baseline, n)
+		}
+	}
+	in.Baseline = baseline
+	at.Beside = append(append([]string(nil), in.Baseline...), in.New...)
+	prog.ProbedFrom = e.ProbeSite(at)
 	addr := func(name string) string {
 		if c, ok := byName[name]; ok && c.Running() {
 			return c.Address
