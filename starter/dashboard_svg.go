@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"html"
 	"html/template"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,51 +59,94 @@ func evidenceChart(v workflows.Verdict) template.HTML {
 		title += ", stable " + durs(stLat)
 	}
 
-	const w, h = 560, 220
+	const w, h = 560, 236
 	var b strings.Builder
-	fmt.Fprintf(&b, `<svg class="evidence-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-labelledby="%s-t">`, w, h, w, h, id)
+	fmt.Fprintf(&b, `<svg class="evidence-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" width="%d" height="%d" role="img" aria-labelledby="%s-t" aria-describedby="%s-d">`, w, h, w, h, id, id)
 	fmt.Fprintf(&b, `<title id="%s-t">%s</title>`, id, html.EscapeString(title))
+	fmt.Fprintf(&b, `<desc id="%s-d">%s</desc>`, id, html.EscapeString("Bar chart. Left: error rate of the canary and of stable, on a linear scale from 0. "+
+		"Right: latency percentiles of successful answers in milliseconds, on a logarithmic scale (gridlines at each power of ten), so that a latency of a millisecond still shows beside one of hundreds."))
 	// Legend.
 	fmt.Fprintf(&b, `<rect x="10" y="8" width="12" height="12" fill="%s"/><text x="27" y="19" font-size="12" fill="#111827">canary (new)</text>`, colourCanary)
 	if hasStable {
 		fmt.Fprintf(&b, `<rect x="120" y="8" width="12" height="12" fill="%s"/><text x="137" y="19" font-size="12" fill="#111827">stable</text>`, colourStable)
 	}
+	b.WriteString(`<text x="550" y="19" font-size="12" text-anchor="end" fill="#374151">error rate: linear; latency: log scale</text>`)
 
-	// Panel 1: error rate, 0 to max(rates, 5%).
-	top, bottom := 40.0, 190.0
+	// The plot area: bars grow from bottom up to plotTop; plotTop leaves room for the value
+	// written over a full-height bar below the panel titles (at titleY).
+	const titleY, plotTop, bottom = 48.0, 72.0, 206.0
+	bar := func(x, hgt float64, colour, label, name string) {
+		fmt.Fprintf(&b, `<rect class="bar" data-series="%s" x="%.1f" y="%.1f" width="30" height="%.1f" fill="%s"/>`, name, x, bottom-hgt, max(hgt, 0.5), colour)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle" fill="#111827">%s</text>`, x+15, bottom-max(hgt, 0.5)-4, html.EscapeString(label))
+	}
+
+	// Panel 1: error rate, 0 to max(rates, 5%); a non-zero rate is at least 3 px tall.
 	maxErr := max(canErr, stErr, 0.05)
-	bar := func(x, val, scale float64, colour, label, name string) {
-		hgt := 0.0
-		if scale > 0 {
-			hgt = (bottom - top) * val / scale
+	errH := func(v float64) float64 {
+		if v <= 0 {
+			return 0
 		}
-		fmt.Fprintf(&b, `<rect class="bar" data-series="%s" x="%.1f" y="%.1f" width="28" height="%.1f" fill="%s"/>`, name, x, bottom-hgt, max(hgt, 0.5), colour)
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" font-size="11" text-anchor="middle" fill="#111827">%s</text>`, x+14, bottom-hgt-4, html.EscapeString(label))
+		return max(3, (bottom-plotTop)*v/maxErr)
 	}
-	fmt.Fprintf(&b, `<text x="10" y="%.0f" font-size="12" font-weight="bold" fill="#111827">Error rate</text>`, top-8)
+	fmt.Fprintf(&b, `<text x="10" y="%.0f" font-size="12" font-weight="bold" fill="#111827">Error rate</text>`, titleY)
 	fmt.Fprintf(&b, `<line x1="10" y1="%.0f" x2="170" y2="%.0f" stroke="#6b7280"/>`, bottom, bottom)
-	bar(40, canErr, maxErr, colourCanary, fmt.Sprintf("%.1f%%", canErr*100), "canary-errors")
+	bar(40, errH(canErr), colourCanary, fmt.Sprintf("%.1f%%", canErr*100), "canary-errors")
 	if hasStable {
-		bar(100, stErr, maxErr, colourStable, fmt.Sprintf("%.1f%%", stErr*100), "stable-errors")
+		bar(100, errH(stErr), colourStable, fmt.Sprintf("%.1f%%", stErr*100), "stable-errors")
 	}
 
-	// Panel 2: latency percentiles.
-	var maxLat time.Duration
+	// Panel 2: latency percentiles on a log scale from the power of ten below half the
+	// smallest figure to the largest: ~1 ms stable against ~300 ms canary both show.
+	var lo, hi float64
 	for _, d := range append(append([]time.Duration{}, canLat...), stLat...) {
-		maxLat = max(maxLat, d)
+		if ms := float64(d) / float64(time.Millisecond); ms > 0 {
+			hi = max(hi, ms)
+			if lo == 0 || ms < lo {
+				lo = ms
+			}
+		}
 	}
-	fmt.Fprintf(&b, `<text x="200" y="%.0f" font-size="12" font-weight="bold" fill="#111827">Latency of successful answers</text>`, top-8)
+	if lo > 0 {
+		lo = math.Pow(10, math.Floor(math.Log10(lo/2)))
+	}
+	latH := func(d time.Duration) float64 {
+		ms := float64(d) / float64(time.Millisecond)
+		if ms <= 0 || lo <= 0 {
+			return 0
+		}
+		return max(3, (bottom-plotTop)*math.Log10(ms/lo)/math.Log10(hi/lo))
+	}
+	fmt.Fprintf(&b, `<text x="200" y="%.0f" font-size="12" font-weight="bold" fill="#111827">Latency of successful answers (ms, log scale)</text>`, titleY)
+	if lo > 0 {
+		for g := lo; g <= hi*1.0001; g *= 10 {
+			y := bottom - (bottom-plotTop)*math.Log10(g/lo)/math.Log10(hi/lo)
+			fmt.Fprintf(&b, `<line x1="214" y1="%.1f" x2="550" y2="%.1f" stroke="#d1d5db" stroke-dasharray="3 3"/>`, y, y)
+			fmt.Fprintf(&b, `<text x="211" y="%.1f" font-size="9" text-anchor="end" fill="#374151">%s</text>`, y+3, strconv.FormatFloat(g, 'g', -1, 64))
+		}
+	}
 	fmt.Fprintf(&b, `<line x1="200" y1="%.0f" x2="550" y2="%.0f" stroke="#6b7280"/>`, bottom, bottom)
 	for i, name := range []string{"p50", "p95", "p99"} {
-		x := 215 + float64(i)*115
-		bar(x, float64(canLat[i]), float64(maxLat), colourCanary, msLabel(canLat[i]), "canary-"+name)
+		x := 225 + float64(i)*110
+		bar(x, latH(canLat[i]), colourCanary, numLabel(canLat[i]), "canary-"+name)
 		if stLat != nil && stLat[i] > 0 {
-			bar(x+34, float64(stLat[i]), float64(maxLat), colourStable, msLabel(stLat[i]), "stable-"+name)
+			bar(x+42, latH(stLat[i]), colourStable, numLabel(stLat[i]), "stable-"+name)
 		}
-		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="12" text-anchor="middle" fill="#111827">%s</text>`, x+31, bottom+16, name)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" font-size="12" text-anchor="middle" fill="#111827">%s</text>`, x+36, bottom+16, name)
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String()) // built here from numbers; every text in it is escaped
+}
+
+// numLabel is a latency over its bar, in ms (the panel's title gives the unit).
+func numLabel(d time.Duration) string {
+	if d <= 0 {
+		return "–"
+	}
+	ms := float64(d) / float64(time.Millisecond)
+	if ms >= 100 {
+		return fmt.Sprintf("%.0f", ms)
+	}
+	return fmt.Sprintf("%.1f", ms)
 }
 
 func msLabel(d time.Duration) string {
