@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -41,8 +42,14 @@ func ContainerSpec(t workflows.Target, release string, role engine.Role, s spec.
 	return containerSpec(t, release, role, s, slot, nil)
 }
 
+// SecretsDir is where a swarm puts a task's secret files: /run/secrets/<secret name>.
+const SecretsDir = "/run/secrets"
+
 // containerSpec is ContainerSpec with the service's secrets already resolved (environment
-// variable → value), merged into a fresh Env map (the input's map is never changed).
+// variable → value), merged into a fresh Env map (the input's map is never changed). On a
+// swarm target the values become secret files instead (cs.Secrets, one per secret name) and
+// the environment only says where each is: <VAR>_FILE=/run/secrets/<secret name>, the
+// convention of official images; the value is never an environment variable there.
 func containerSpec(t workflows.Target, release string, role engine.Role, s spec.Service, slot int, secrets map[string]string) (engine.ContainerSpec, error) {
 	if s.Name == "" || s.Image == "" || s.Version == "" {
 		return engine.ContainerSpec{}, badInput("service needs a name, an image and a version (got %q, %q, %q)", s.Name, s.Image, s.Version)
@@ -55,6 +62,7 @@ func containerSpec(t workflows.Target, release string, role engine.Role, s spec.
 		return engine.ContainerSpec{}, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("service %s asks for host mounts, which cluster %s does not allow", s.Name, t.Cluster), workflows.ErrPolicyDenied, nil)
 	}
+	swarm := t.Kind == spec.KindSwarm
 	if len(secrets) != len(s.Secrets) {
 		return engine.ContainerSpec{}, badInput("service %s: %d of its %d secrets resolved", s.Name, len(secrets), len(s.Secrets))
 	}
@@ -68,7 +76,34 @@ func containerSpec(t workflows.Target, release string, role engine.Role, s spec.
 			if _, both := env[k]; both {
 				return engine.ContainerSpec{}, badInput("service %s: %s is set in both env and secrets", s.Name, k)
 			}
-			env[k] = v
+			if !swarm {
+				env[k] = v
+			}
+		}
+	}
+	var files []engine.SecretFile
+	if swarm {
+		vars := make([]string, 0, len(secrets))
+		for k := range secrets {
+			vars = append(vars, k)
+		}
+		sort.Strings(vars)
+		seen := map[string]bool{}
+		for _, k := range vars {
+			name, fk := s.Secrets[k], k+"_FILE"
+			if _, taken := env[fk]; taken {
+				return engine.ContainerSpec{}, badInput("service %s: %s is set in env or secrets, but on swarm cluster %s it says where the file of secret %q is (secrets are files there, not variables)", s.Name, fk, t.Cluster, name)
+			}
+			env[fk] = SecretsDir + "/" + name
+			if !seen[name] {
+				seen[name] = true
+				files = append(files, engine.SecretFile{Name: name, Value: secrets[k]})
+			}
+		}
+		for _, k := range vars {
+			if _, ok := secrets[k+"_FILE"]; ok {
+				return engine.ContainerSpec{}, badInput("service %s: secrets %s and %s_FILE: on swarm cluster %s, %s_FILE says where the file of %s's secret is", s.Name, k, k, t.Cluster, k, k)
+			}
 		}
 	}
 	cs := engine.ContainerSpec{
@@ -80,6 +115,7 @@ func containerSpec(t workflows.Target, release string, role engine.Role, s spec.
 		Command: s.Command,
 		Port:    s.Port,
 		Network: t.Network(),
+		Secrets: files,
 	}
 	if s.Resources != nil {
 		if s.Resources.Memory != "" {
@@ -90,6 +126,21 @@ func containerSpec(t workflows.Target, release string, role engine.Role, s spec.
 			cs.MemoryBytes = m
 		}
 		cs.NanoCPUs = int64(s.Resources.CPUs * 1e9)
+		// Reservations and placement are a swarm scheduler's: a plain engine ignores them
+		// (docs/spec.md), so they are only passed to a swarm.
+		if swarm && s.Resources.ReserveMemory != "" {
+			m, err := spec.ParseMemory(s.Resources.ReserveMemory)
+			if err != nil {
+				return engine.ContainerSpec{}, badInput("service %s: resources.reserve_memory: %v", s.Name, err)
+			}
+			cs.ReserveMemoryBytes = m
+		}
+		if swarm {
+			cs.ReserveNanoCPUs = int64(s.Resources.ReserveCPUs * 1e9)
+		}
+	}
+	if swarm {
+		cs.Placement = placement(t.Policy.Placement, s.Placement)
 	}
 	cs.Privileged = s.Privileged
 	for _, m := range s.Mounts {
@@ -105,6 +156,28 @@ func containerSpec(t workflows.Target, release string, role engine.Role, s spec.
 		}
 	}
 	return cs, nil
+}
+
+// placement is a swarm service's placement: the cluster policy's constraints and
+// preferences, then the service's own (a constraint written in both counts once).
+func placement(pls ...*spec.Placement) engine.Placement {
+	var out engine.Placement
+	for _, pl := range pls {
+		if pl == nil {
+			continue
+		}
+		for _, c := range pl.Constraints {
+			if !slices.Contains(out.Constraints, c) {
+				out.Constraints = append(out.Constraints, c)
+			}
+		}
+		for _, p := range pl.Preferences {
+			if !slices.Contains(out.Spread, p.Spread) {
+				out.Spread = append(out.Spread, p.Spread)
+			}
+		}
+	}
+	return out
 }
 
 // StartReplicas ensures the given slots of service@version run on the target with a role,

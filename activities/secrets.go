@@ -31,7 +31,8 @@ const (
 // SecretSource resolves the secret names of a service (services[].secrets) to their
 // values. It lives on the worker only: values never travel through the API or the
 // workflow history, and the activities put them nowhere but in the environment of the
-// containers they create.
+// containers they create on a plain engine, or in Swarm secrets (files in /run/secrets,
+// never variables) on a swarm.
 type SecretSource interface {
 	// Lookup returns the value of the named secret. A secret that does not exist, or that
 	// exists but cannot be used (see DirSecrets), is an error wrapping ErrSecretMissing: the
@@ -167,8 +168,9 @@ func (a *Activities) resolveSecrets(ctx context.Context, s spec.Service) (map[st
 }
 
 // containerSpecs builds the engine specs of slots of a service on a target with the
-// service's secrets resolved into their environment: the one path every activity that
-// creates containers takes. The returned values are the secrets' values, for redact.
+// service's secrets resolved into their environment (on a swarm: into secret files, with
+// <VAR>_FILE in the environment): the one path every activity that creates containers
+// takes. The returned values are the secrets' values, for redact.
 func (a *Activities) containerSpecs(ctx context.Context, t workflows.Target, release string, role engine.Role, s spec.Service, slots []int) ([]engine.ContainerSpec, []string, error) {
 	secrets, err := a.resolveSecrets(ctx, s)
 	if err != nil {
