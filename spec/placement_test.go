@@ -126,3 +126,31 @@ func TestSchemaPlacement(t *testing.T) {
 		t.Fatal("schema accepts reserve_memory 32mb")
 	}
 }
+
+// TestSwarmSecretFileVariable: on a swarm, <VAR>_FILE belongs to secret VAR (it says where
+// the file is): a service on a swarm that also sets it is refused, on a plain engine not.
+func TestSwarmSecretFileVariable(t *testing.T) {
+	doc := `environment: x
+clusters:
+  - name: edge
+  - name: core
+    kind: swarm
+services:
+  - name: web
+    image: shop/web
+    version: "1"
+    clusters: [%s]
+    env: {DSN_FILE: /etc/dsn}
+    secrets:
+      DSN: web-dsn
+`
+	_, err := Parse("env.yaml", []byte(strings.Replace(doc, "%s", "edge", 1)))
+	if err != nil {
+		t.Fatalf("plain engine: %v", err)
+	}
+	_, err = Parse("env.yaml", []byte(strings.Replace(doc, "%s", "edge, core", 1)))
+	want := `env.yaml:13:12: services[0].secrets.DSN: on swarm cluster "core" secret DSN is a file, and DSN_FILE says where it is`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want %q", err, want)
+	}
+}

@@ -472,12 +472,26 @@ func (v *validator) service(env *Environment, i int, clusters, services, loadTes
 	} else if env.Defaults.Canary != nil && env.Defaults.Canary.Replicas != 0 {
 		canaryReplicas, canaryAt = env.Defaults.Canary.Replicas, "defaults.canary.replicas"
 	}
+	swarmChecked := false
 	for _, c := range serviceClusterNames(env, s) {
 		ci, ok := clusters[c]
 		if !ok {
 			continue
 		}
 		cl := &env.Clusters[ci]
+		if cl.Kind == KindSwarm && !swarmChecked {
+			// On a swarm a secret is a file and <VAR>_FILE says where: that variable is
+			// the secret's.
+			swarmChecked = true
+			for k := range s.Secrets {
+				fk := k + "_FILE"
+				_, inEnv := s.Env[fk]
+				_, inSecrets := s.Secrets[fk]
+				if inEnv || inSecrets {
+					v.errorf(joinKey(p+".secrets", k), "on swarm cluster %q secret %s is a file, and %s says where it is: remove %s from env and secrets", c, k, fk, fk)
+				}
+			}
+		}
 		if s.Privileged && !cl.Policy.AllowPrivileged {
 			v.errorf(p+".privileged", "service %q may not run privileged on cluster %q: its policy does not set allow_privileged", s.Name, c)
 		}
