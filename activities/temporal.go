@@ -21,9 +21,13 @@ import (
 // outside Slipway (workflows/repair.go). They talk to Temporal, never to Docker.
 type Releases struct {
 	tc client.Client
-	// Poll is how often WatchRelease asks whether its release is still running (default 1 s).
+	// Poll is how long WatchRelease waits before it asks again after Temporal answered its long
+	// poll with an error (default 1 s); it doubles with each error in a row, up to maxWatchRetry.
 	Poll time.Duration
 }
+
+// maxWatchRetry bounds the wait between two long polls of WatchRelease that failed in a row.
+const maxWatchRetry = 10 * time.Second
 
 // NewReleases returns the lock and repair activities on a Temporal client.
 func NewReleases(tc client.Client) *Releases { return &Releases{tc: tc, Poll: time.Second} }
@@ -41,44 +45,91 @@ func RegisterReleases(r sdkworker.ActivityRegistry, a *Releases) {
 }
 
 // WatchRelease returns when the release run closes, with its close status, or when its window
-// (For) ends, with ReleaseStillRunning. It asks every
-// Poll and heartbeats each time, so a lock notices a terminated release within about a
-// second, and a retry on another worker takes over within the heartbeat timeout.
+// (For) ends, with ReleaseStillRunning. It long-polls the run's close event
+// (GetWorkflowHistory, isLongPoll, HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT): the server answers
+// when the run closes, so a lock notices a terminated release at once, and a lock costs one
+// request per server long-poll interval (20 s by default), not one a second; a release of 120
+// services has 120 locks watching it (asking each second starved a 2-core machine,
+// BENCHMARKS.md). It heartbeats every second while it waits, so a retry on another worker
+// takes over within the heartbeat timeout.
 func (a *Releases) WatchRelease(ctx context.Context, in workflows.WatchReleaseInput) (workflows.ReleaseEnd, error) {
 	if in.WorkflowID == "" || in.RunID == "" {
 		return workflows.ReleaseEnd{}, badInput("WatchRelease needs a workflow and a run ID")
 	}
-	t := time.NewTicker(a.poll())
-	defer t.Stop()
-	var window <-chan time.Time
-	if in.For > 0 {
-		w := time.NewTimer(in.For)
-		defer w.Stop()
-		window = w.C
+	defer heartbeatEvery(ctx, time.Second)()
+	// wctx ends with the window. It is cancelled, not given a deadline: the server answers a
+	// long poll whose deadline is less than a second away at once, and the SDK asks again at
+	// once, so a deadline would make each window end in hundreds of requests.
+	wctx, endWindow := context.WithCancel(ctx)
+	defer endWindow()
+	window := in.For
+	if d, ok := ctx.Deadline(); ok && (window <= 0 || time.Until(d)-2*time.Second < window) {
+		window = max(time.Until(d)-2*time.Second, time.Millisecond) // ends before the activity's own
 	}
+	if window > 0 {
+		defer time.AfterFunc(window, endWindow).Stop()
+	}
+	retry := a.poll()
 	for {
-		d, err := a.tc.DescribeWorkflowExecution(ctx, in.WorkflowID, in.RunID)
-		var nf *serviceerror.NotFound
+		t0 := time.Now()
+		ev, err := closeEvent(wctx, a.tc, in.WorkflowID, in.RunID)
 		switch {
-		case errors.As(err, &nf):
-			return workflows.ReleaseEnd{Status: "NotFound"}, nil
-		case err == nil:
-			if st := d.GetWorkflowExecutionInfo().GetStatus(); st != enumspb.WORKFLOW_EXECUTION_STATUS_RUNNING {
-				return workflows.ReleaseEnd{Status: StatusName(st)}, nil
-			}
 		case ctx.Err() != nil:
 			return workflows.ReleaseEnd{}, ctx.Err()
+		case isNotFound(err):
+			return workflows.ReleaseEnd{Status: "NotFound"}, nil
+		case err == nil && ev != nil:
+			return workflows.ReleaseEnd{Status: closeStatus(ev)}, nil
+		case wctx.Err() != nil:
+			return workflows.ReleaseEnd{Status: workflows.ReleaseStillRunning}, nil
 		}
-		// An error of Temporal itself: ask again at the next tick.
-		activity.RecordHeartbeat(ctx)
+		// An error of Temporal itself, or an answer without the close event: ask again, at once
+		// after a long poll that waited, else after a wait that grows while Temporal keeps
+		// answering at once.
+		if time.Since(t0) >= retry {
+			retry = a.poll()
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return workflows.ReleaseEnd{}, ctx.Err()
-		case <-window:
+		case <-wctx.Done():
 			return workflows.ReleaseEnd{Status: workflows.ReleaseStillRunning}, nil
-		case <-t.C:
+		case <-time.After(retry):
 		}
+		retry = min(2*retry, maxWatchRetry)
 	}
+}
+
+// closeEvent long-polls a run's close event: nil without error when the server answered
+// without one (its long poll ended first).
+func closeEvent(ctx context.Context, tc client.Client, wid, runID string) (*historypb.HistoryEvent, error) {
+	it := tc.GetWorkflowHistory(ctx, wid, runID, true, enumspb.HISTORY_EVENT_FILTER_TYPE_CLOSE_EVENT)
+	if !it.HasNext() {
+		return nil, nil
+	}
+	ev, err := it.Next()
+	if err != nil || closeStatus(ev) == "" {
+		return nil, err
+	}
+	return ev, nil
+}
+
+// closeStatus is the close status (StatusName) a run's close event stands for; "" for an
+// event that does not close a run.
+func closeStatus(ev *historypb.HistoryEvent) string {
+	st := map[enumspb.EventType]enumspb.WorkflowExecutionStatus{
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED:        enumspb.WORKFLOW_EXECUTION_STATUS_COMPLETED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:           enumspb.WORKFLOW_EXECUTION_STATUS_FAILED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:         enumspb.WORKFLOW_EXECUTION_STATUS_CANCELED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:       enumspb.WORKFLOW_EXECUTION_STATUS_TERMINATED,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW: enumspb.WORKFLOW_EXECUTION_STATUS_CONTINUED_AS_NEW,
+		enumspb.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:        enumspb.WORKFLOW_EXECUTION_STATUS_TIMED_OUT,
+	}[ev.GetEventType()]
+	if st == enumspb.WORKFLOW_EXECUTION_STATUS_UNSPECIFIED {
+		return ""
+	}
+	return StatusName(st)
 }
 
 func (a *Releases) poll() time.Duration {
@@ -239,9 +290,13 @@ func isNotFound(err error) bool {
 }
 
 // StatusName is a workflow execution status as the Web UI shows it: Running, Completed,
-// Terminated, TimedOut, ...
+// Terminated, TimedOut, ContinuedAsNew. The API's String() answers that already
+// ("ContinuedAsNew"); older versions answered the constant's name (WORKFLOW_EXECUTION_STATUS_...).
 func StatusName(st enumspb.WorkflowExecutionStatus) string {
 	n := strings.TrimPrefix(st.String(), "WORKFLOW_EXECUTION_STATUS_")
+	if !strings.Contains(n, "_") && strings.ToUpper(n) != n {
+		return n // already "TimedOut" (lowering it would answer "Timedout")
+	}
 	parts := strings.Split(strings.ToLower(n), "_")
 	for i, p := range parts {
 		if p != "" {
