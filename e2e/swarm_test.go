@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.temporal.io/sdk/client"
 
 	"github.com/slipwayhq/slipway/internal/dockerengine"
 	"github.com/slipwayhq/slipway/internal/testenv"
@@ -31,12 +32,12 @@ func newMixedFixture(t *testing.T) *fixture {
 
 // swarmSpec is f.spec with cluster s of kind swarm, the canary cluster, in wave 1, and no
 // bake.
-func (f *fixture) swarmSpec(version string) spec.Environment {
+func (f *fixture) swarmSpec(version string, mods ...func(*spec.Service)) spec.Environment {
 	// No bake: the release ends after its last wave (the watch is tested by the bad release).
-	env := f.spec(version, func(s *spec.Service) {
+	env := f.spec(version, append([]func(*spec.Service){func(s *spec.Service) {
 		zero := spec.Duration(0)
 		s.Verification.Bake = &zero
-	})
+	}}, mods...)...)
 	for i := range env.Clusters {
 		c := &env.Clusters[i]
 		if c.Name == "s" {
@@ -51,7 +52,10 @@ func (f *fixture) swarmSpec(version string) spec.Environment {
 // TestSwarmMixedRelease releases through the real worker and the embedded Temporal server
 // onto an environment that mixes a plain engine and a swarm: a version that crashes is
 // caught at the canary on the swarm and rolled back there (the plain cluster untouched, the
-// stable version serving on both, nothing of the bad version left).
+// stable version serving on both, nothing of the bad version left); a good version is
+// released onto both (canary and batches on the swarm verified against the old version's
+// replicas that still run); and a release stopped while it bakes on both clusters is rolled
+// back on both together.
 func TestSwarmMixedRelease(t *testing.T) {
 	f := newMixedFixture(t)
 	f.startWorker()
@@ -77,4 +81,47 @@ func TestSwarmMixedRelease(t *testing.T) {
 		require.Equal(t, "s", v.Cluster)
 	}
 	require.NotEmpty(t, st.Verdicts)
+
+	// A good version, onto both clusters: every verification passes (with a baseline while
+	// old replicas run: the batches scale the old service down as the new one goes up).
+	st = f.wait(f.release("good", workflows.ReleaseInput{Spec: f.swarmSpec("1.1.0")}))
+	require.Equal(t, workflows.OutcomeSucceeded, st.Outcome, st.Reason)
+	f.requireServes("1.1.0")
+	judgedOnSwarm := 0
+	for _, v := range st.Verdicts {
+		require.Equal(t, workflows.VerdictPassed, v.Result, "%s on %s (%s): %s", v.Service, v.Cluster, v.Stage, v.Reason)
+		if v.Cluster == "s" {
+			judgedOnSwarm++
+			require.Zero(t, v.Evidence.BaselineUnreachable, "a baseline replica the batch scaled away was probed (%s)", v.Stage)
+		}
+	}
+	require.Positive(t, judgedOnSwarm, "verdicts on the swarm")
+	prev := f.live(sw)["1.0.0"]
+	require.NotEmpty(t, prev, "the previous version's service is kept on the swarm")
+	for _, c := range prev {
+		require.False(t, c.Running(), "the previous version is kept at scale 0: %+v", c)
+	}
+
+	// A good version stopped by a person while it bakes on both clusters: both roll back to
+	// 1.1.0 together (the swarm scales 1.1.0's service back up).
+	baking := func(s *spec.Service) {
+		bake := spec.Duration(3 * time.Minute)
+		s.Verification.Bake = &bake
+	}
+	run := f.release("stopped", workflows.ReleaseInput{Spec: f.swarmSpec("2.0.0", baking)})
+	require.Eventually(t, func() bool {
+		cur, err := f.status(run)
+		return err == nil && cur.Phase == workflows.PhaseBaking
+	}, 2*time.Minute, 250*time.Millisecond, "the release reaches its bake")
+	h, err := srv.Client().UpdateWorkflow(ctxT(t, time.Minute), client.UpdateWorkflowOptions{
+		WorkflowID: run.GetID(), RunID: run.GetRunID(), UpdateName: workflows.UpdateAbort,
+		Args: []any{workflows.Decision{Actor: "e2e", Reason: "stopped while baking"}}, WaitForStage: client.WorkflowUpdateStageCompleted,
+	})
+	require.NoError(t, err)
+	require.NoError(t, h.Get(ctxT(t, time.Minute), nil))
+	st = f.wait(run)
+	require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
+	for cluster, versions := range f.requireServes("1.1.0") {
+		t.Logf("%s keeps %v", cluster, versions)
+	}
 }
