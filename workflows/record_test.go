@@ -27,6 +27,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/temporalproto"
+	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	sdkworker "go.temporal.io/sdk/worker"
 
@@ -51,6 +52,8 @@ func TestRecordHistories(t *testing.T) {
 		t.Helper()
 		wk := sdkworker.New(c, queue, sdkworker.Options{})
 		RegisterAll(wk)
+		// Webhook deliveries succeed at once (the histories need the commands, not a receiver).
+		wk.RegisterActivityWithOptions(func(context.Context, WebhookInput) error { return nil }, activity.RegisterOptions{Name: ActivitySendWebhook})
 		w.register(wk)
 		lt.registerActivities(wk)
 		require.NoError(t, wk.Start())
@@ -138,6 +141,16 @@ func TestRecordHistories(t *testing.T) {
 			waitPhase(t, run, PhaseRollingOut)
 			update(t, run, UpdateAbort, Decision{Actor: "alice", Reason: "wrong build"})
 		})
+		require.Equal(t, OutcomeRolledBack, st.Outcome)
+	})
+	t.Run("webhooks", func(t *testing.T) {
+		// Notifications on a release whose canary fails: the webhook activities, and the
+		// workflow ending Failed (since changeFailedResult) after the rollback.
+		w := seeded("web")
+		w.verdict = failOn("canary", "a", "error rate 50.0% above the 5.0% allowed")
+		in := ReleaseInput{Spec: testSpec(svc("web", "1.1.0", short))}
+		in.Spec.Notifications = &spec.Notifications{Webhooks: []spec.Webhook{{URL: "https://hooks.example.com/release"}}}
+		st := record(t, "release_webhooks", w, in, nil)
 		require.Equal(t, OutcomeRolledBack, st.Outcome)
 	})
 	t.Run("approval timeout", func(t *testing.T) {
