@@ -45,6 +45,8 @@ const (
 //     slots are kept in the service's labels, so nothing lives in memory.
 //   - A replica's name is still engine.Key.ContainerName; List maps the up slots, in order,
 //     onto the service's running tasks, in slot order.
+//   - Secrets (ContainerSpec.Secrets) are Swarm secrets, one per value, mounted at
+//     /run/secrets/<name>; placement and reservations go to the service's task template.
 //   - Health: WaitHealthy waits for the slot's task and then judges its container as a plain
 //     engine does (probe container beside it, image check or settle time); a task that fails
 //     or is rejected meanwhile is unhealthy. Swarm's restart policy stays on (condition any),
@@ -426,14 +428,21 @@ func (s *Swarm) Ensure(ctx context.Context, cs engine.ContainerSpec) (engine.Con
 func (s *Swarm) create(ctx context.Context, op string, cs engine.ContainerSpec, networkID string) error {
 	s.secretsMu.RLock()
 	defer s.secretsMu.RUnlock()
-	refs, err := s.ensureSecrets(ctx, op, cs)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		refs, err := s.ensureSecrets(ctx, op, cs)
+		if err != nil {
+			return err
+		}
+		cctx, cancel := s.call(ctx)
+		_, err = s.cli.ServiceCreate(cctx, serviceSpec(cs, networkID, refs), swarm.ServiceCreateOptions{QueryRegistry: false})
+		cancel()
+		if err != nil && len(refs) > 0 && attempt == 0 && kindOf(err) == engine.KindInvalid && strings.Contains(err.Error(), "secret") {
+			// Another worker's prune removed a secret between its creation here and the
+			// service's (the lock above only covers this process): make it again, once.
+			continue
+		}
+		return classify(op, err)
 	}
-	cctx, cancel := s.call(ctx)
-	_, err = s.cli.ServiceCreate(cctx, serviceSpec(cs, networkID, refs), swarm.ServiceCreateOptions{QueryRegistry: false})
-	cancel()
-	return classify(op, err)
 }
 
 // Swarm secrets. A Swarm secret cannot change, so each value of a secret of an environment

@@ -273,3 +273,38 @@ func TestSwarmPlacement(t *testing.T) {
 		t.Fatalf("remove the unplaceable version: %v", err)
 	}
 }
+
+// TestSwarmSecretGoneAtCreate: a service created with a Swarm secret that was removed
+// meanwhile (another worker's prune) is refused as invalid, naming the secret: what
+// Swarm.create retries once on, after making the secret again; create itself succeeds.
+func TestSwarmSecretGoneAtCreate(t *testing.T) {
+	f, s := swarmFixture(t, "sw")
+	ctx := ctxT(t, 2*time.Minute)
+	cs := f.spec("sw", "web", "1.0.0", 0)
+	cs.Network = SwarmNetworkName(cs.Network)
+	cs.Secrets = []engine.SecretFile{{Name: "gone", Value: secretValue(t)}}
+	refs, err := s.ensureSecrets(ctx, "test", cs)
+	if err != nil || len(refs) != 1 {
+		t.Fatalf("ensure secrets: %v %v", refs, err)
+	}
+	if err := s.cli.SecretRemove(ctx, refs[0].SecretID); err != nil {
+		t.Fatal(err)
+	}
+	nets, err := s.networksNamed(ctx, "test", cs.Network)
+	if err != nil || len(nets) != 1 {
+		t.Fatalf("network: %v %v", nets, err)
+	}
+	_, err = s.cli.ServiceCreate(ctx, serviceSpec(cs, nets[0].ID, refs), swarm.ServiceCreateOptions{})
+	if err == nil {
+		t.Fatal("a service with a removed secret was created")
+	}
+	if kindOf(err) != engine.KindInvalid || !strings.Contains(err.Error(), "secret") {
+		t.Fatalf("kind %s: %v; want InvalidRequest naming the secret", kindOf(err), err)
+	}
+	if err := s.create(ctx, "test", cs, nets[0].ID); err != nil {
+		t.Fatalf("create: %v", err)
+	}
+	if got := serviceSecret(t, s, cs.Key, "gone"); got != refs[0].SecretName {
+		t.Fatalf("secret %q, want %q", got, refs[0].SecretName)
+	}
+}
