@@ -66,8 +66,17 @@ func (n *Notifier) SendWebhook(ctx context.Context, in workflows.WebhookInput) e
 	if err != nil {
 		return badInput("webhook %d: %v", in.Index, err)
 	}
+	target := in.Webhook.URL
+	if in.Webhook.URLSecret != "" {
+		if target, err = n.secret(ctx, in.Index, in.Webhook.URLSecret); err != nil {
+			return err
+		}
+		if err := spec.CheckWebhookURL(target); err != nil {
+			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("webhook %d: the URL in secret %s %v", in.Index, in.Webhook.URLSecret, err), workflows.ErrSecretMissing, nil)
+		}
+	}
 	ts := strconv.FormatInt(n.now().Unix(), 10)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.Webhook.URL, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, target, bytes.NewReader(body))
 	if err != nil {
 		return badInput("webhook %d: invalid url", in.Index)
 	}
@@ -77,15 +86,9 @@ func (n *Notifier) SendWebhook(ctx context.Context, in workflows.WebhookInput) e
 	req.Header.Set(HeaderEvent, in.Notification.Event)
 	req.Header.Set(HeaderTimestamp, ts)
 	if in.Webhook.Secret != "" {
-		if n.secrets == nil {
-			return temporal.NewNonRetryableApplicationError(fmt.Sprintf("webhook %d: no secrets directory configured for its secret", in.Index), workflows.ErrSecretMissing, nil)
-		}
-		key, err := n.secrets.Lookup(ctx, in.Webhook.Secret)
+		key, err := n.secret(ctx, in.Index, in.Webhook.Secret)
 		if err != nil {
-			if errors.Is(err, ErrSecretMissing) {
-				return temporal.NewNonRetryableApplicationError(fmt.Sprintf("webhook %d: secret %s: %v", in.Index, in.Webhook.Secret, err), workflows.ErrSecretMissing, nil)
-			}
-			return fmt.Errorf("webhook %d: secret %s: %w", in.Index, in.Webhook.Secret, err)
+			return err
 		}
 		req.Header.Set(HeaderSignature, Sign([]byte(key), ts, body))
 	}
@@ -110,6 +113,23 @@ func (n *Notifier) SendWebhook(ctx context.Context, in workflows.WebhookInput) e
 		return fmt.Errorf("webhook %d answered %d", in.Index, c)
 	default:
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("webhook %d answered %d", in.Index, c), workflows.ErrWebhookRejected, nil)
+	}
+}
+
+// secret reads a webhook's secret (its signing key or its URL): a missing one is final, any
+// other error is retried. The errors name the secret, never its value.
+func (n *Notifier) secret(ctx context.Context, index int, name string) (string, error) {
+	if n.secrets == nil {
+		return "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("webhook %d: no secrets directory configured for its secret %s", index, name), workflows.ErrSecretMissing, nil)
+	}
+	v, err := n.secrets.Lookup(ctx, name)
+	switch {
+	case err == nil:
+		return v, nil
+	case errors.Is(err, ErrSecretMissing):
+		return "", temporal.NewNonRetryableApplicationError(fmt.Sprintf("webhook %d: secret %s: %v", index, name, err), workflows.ErrSecretMissing, nil)
+	default:
+		return "", fmt.Errorf("webhook %d: secret %s: %w", index, name, err)
 	}
 }
 

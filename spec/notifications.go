@@ -1,6 +1,7 @@
 package spec
 
 import (
+	"errors"
 	"net/url"
 	"slices"
 	"strconv"
@@ -18,8 +19,13 @@ type Notifications struct {
 // Webhook is one receiver of release events.
 type Webhook struct {
 	// URL is the http(s) endpoint posted to. It is kept in the release's history: put no
-	// credential in it (the secret signs the deliveries).
-	URL string `yaml:"url" json:"url"`
+	// credential in it (the secret signs the deliveries). A URL that is itself a
+	// credential (Slack's incoming webhooks) goes in url_secret instead.
+	URL string `yaml:"url,omitempty" json:"url,omitempty"`
+	// URLSecret names a worker secret whose value is the URL (one line, http or https):
+	// only the name travels through the API and the release's history. Set url or
+	// url_secret, not both.
+	URLSecret string `yaml:"url_secret,omitempty" json:"url_secret,omitempty"`
 	// Secret names a worker secret (a file of the worker's secrets directory, like a
 	// service's secrets) whose value signs every delivery with HMAC-SHA256 (header
 	// X-Slipway-Signature). Empty: deliveries are not signed.
@@ -63,14 +69,21 @@ func (v *validator) notifications(n *Notifications) {
 	}
 	for i, w := range n.Webhooks {
 		p := "notifications.webhooks[" + strconv.Itoa(i) + "]"
-		u, err := url.Parse(w.URL)
 		switch {
-		case w.URL == "":
-			v.errorf(p+".url", "a webhook needs a url")
-		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-			v.errorf(p+".url", "must be an absolute http:// or https:// URL")
-		case u.User != nil:
-			v.errorf(p+".url", "must not carry credentials (the URL is kept in the release's history); sign with secret instead")
+		case w.URL == "" && w.URLSecret == "":
+			v.errorf(p+".url", "a webhook needs a url (or url_secret, naming a worker secret that holds it)")
+		case w.URL != "" && w.URLSecret != "":
+			v.errorf(p+".url_secret", "set url or url_secret, not both")
+		case w.URLSecret != "":
+			if !ValidSecretName(w.URLSecret) {
+				v.errorf(p+".url_secret", "must be a secret name (%s)", SecretNamePattern)
+			}
+		default:
+			if err := CheckWebhookURL(w.URL); err != nil {
+				v.errorf(p+".url", "%v", err)
+			} else if u, _ := url.Parse(w.URL); u.User != nil {
+				v.errorf(p+".url", "must not carry credentials (the URL is kept in the release's history); sign with secret, or put the whole URL in url_secret")
+			}
 		}
 		if w.Secret != "" && !ValidSecretName(w.Secret) {
 			v.errorf(p+".secret", "must be a secret name (%s)", SecretNamePattern)
@@ -94,8 +107,20 @@ func (v *validator) notifications(n *Notifications) {
 	}
 }
 
+// CheckWebhookURL says what is wrong with a webhook URL, the spec's or one the worker read
+// from url_secret: it must be an absolute http:// or https:// URL. The error never quotes
+// the URL (one from a secret is a credential).
+func CheckWebhookURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return errors.New("must be an absolute http:// or https:// URL")
+	}
+	return nil
+}
+
 // JSONSchemaExtend adds the url and secret name patterns to the generated schema.
 func (Webhook) JSONSchemaExtend(s *jsonschema.Schema) {
 	setPattern(s, "url", `^https?://`)
 	setPattern(s, "secret", SecretNamePattern)
+	setPattern(s, "url_secret", SecretNamePattern)
 }

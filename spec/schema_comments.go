@@ -148,5 +148,6 @@ var schemaComments = map[string]string{
 	"github.com/slipwayhq/slipway/spec.Webhook.Events":                         "Events are the release events sent (default: all of them): started, canary_passed, awaiting_approval, succeeded, rolled_back, failed.",
 	"github.com/slipwayhq/slipway/spec.Webhook.Format":                         "Format of the body: json (default: Slipway's event) or slack (Slack's incoming-webhook payload, text and blocks).",
 	"github.com/slipwayhq/slipway/spec.Webhook.Secret":                         "Secret names a worker secret (a file of the worker's secrets directory, like a service's secrets) whose value signs every delivery with HMAC-SHA256 (header X-Slipway-Signature). Empty: deliveries are not signed.",
-	"github.com/slipwayhq/slipway/spec.Webhook.URL":                            "URL is the http(s) endpoint posted to. It is kept in the release's history: put no credential in it (the secret signs the deliveries).",
+	"github.com/slipwayhq/slipway/spec.Webhook.URL":                            "URL is the http(s) endpoint posted to. It is kept in the release's history: put no credential in it (the secret signs the deliveries). A URL that is itself a credential (Slack's incoming webhooks) goes in url_secret instead.",
+	"github.com/slipwayhq/slipway/spec.Webhook.URLSecret":                      "URLSecret names a worker secret whose value is the URL (one line, http or https): only the name travels through the API and the release's history. Set url or url_secret, not both.",
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/hmac"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,11 +13,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	enumspb "go.temporal.io/api/enums/v1"
+	"go.temporal.io/sdk/client"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/slipwayhq/slipway/activities"
 	"github.com/slipwayhq/slipway/devserver"
@@ -44,9 +50,9 @@ type receiver struct {
 }
 
 type delivery struct {
-	id, event string
-	status    int
-	sigOK     bool
+	id, event, path string
+	status          int
+	sigOK           bool
 }
 
 func newReceiver(key string, failFirst bool) *receiver {
@@ -71,7 +77,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	d := delivery{id: id, event: ev, sigOK: ok, status: http.StatusOK}
+	d := delivery{id: id, event: ev, path: r.URL.Path, sigOK: ok, status: http.StatusOK}
 	switch {
 	case !ok:
 		d.status = http.StatusUnauthorized
@@ -94,6 +100,54 @@ func (rc *receiver) snapshot() ([]delivery, []string, map[string][]byte) {
 		b[k] = v
 	}
 	return append([]delivery(nil), rc.raw...), append([]string(nil), rc.processed...), b
+}
+
+// paths are the URL paths of every request, in arrival order.
+func (rc *receiver) paths() []string {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var out []string
+	for _, d := range rc.raw {
+		out = append(out, d.path)
+	}
+	return out
+}
+
+// payloadData finds the base64 "data" of the payloads in protojson text.
+var payloadData = regexp.MustCompile(`"data":"([A-Za-z0-9+/=]*)"`)
+
+// releaseHistoryJSON is the whole history of a release's workflow as JSON text, each
+// payload's data decoded after its event (what the Web UI and `temporal workflow show` show).
+func releaseHistoryJSON(t *testing.T, c client.Client, workflowID string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var b strings.Builder
+	it := c.GetWorkflowHistory(ctx, workflowID, "", false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	for it.HasNext() {
+		ev, err := it.Next()
+		if err != nil {
+			t.Fatalf("history of %s: %v", workflowID, err)
+		}
+		j, err := protojson.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Write(j)
+		b.WriteByte('\n')
+		for _, m := range payloadData.FindAllSubmatch(j, -1) {
+			d, err := base64.StdEncoding.DecodeString(string(m[1]))
+			if err != nil {
+				t.Fatalf("payload data: %v", err)
+			}
+			b.Write(d)
+			b.WriteByte('\n')
+		}
+	}
+	if b.Len() == 0 {
+		t.Fatalf("history of %s is empty", workflowID)
+	}
+	return b.String()
 }
 
 // TestMetricsAndWebhooks runs two real releases (one that succeeds, one that rolls back)
@@ -155,15 +209,21 @@ func TestMetricsAndWebhooks(t *testing.T) {
 	t.Cleanup(signedSrv.Close)
 	t.Cleanup(slackSrv.Close)
 
+	// The Slack-format webhook's URL is a credential, as Slack's are: it comes from a worker
+	// secret (url_secret), never from the spec, so it must not reach the history.
+	slackURL := slackSrv.URL + "/services/T000/B000/not-in-history"
+	if err := os.WriteFile(filepath.Join(secrets, "slack-url"), []byte(slackURL+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := cliEnv(t)
 	body := cliSpec(env, "1.0.0", false) + fmt.Sprintf(`notifications:
   webhooks:
     - url: %s/hook
       secret: hook-key
-    - url: %s/slack
+    - url_secret: slack-url
       format: slack
       events: [succeeded, rolled_back, failed]
-`, signedSrv.URL, slackSrv.URL)
+`, signedSrv.URL)
 	file := writeCLISpec(t, t.TempDir(), "obs.yaml", body)
 	good, bad := releaseGoodThenBad(t, s, file)
 
@@ -195,8 +255,16 @@ func TestMetricsAndWebhooks(t *testing.T) {
 		t.Error("signatures do not depend on the key")
 	}
 
-	// The slack webhook: only the outcomes it asked for, as Slack payloads.
+	// The slack webhook: only the outcomes it asked for, as Slack payloads, posted to the
+	// URL of its secret; the history names the secret, never the URL.
 	_, sp, sb := slack.snapshot()
+	if paths := slack.paths(); len(paths) == 0 || paths[0] != "/services/T000/B000/not-in-history" {
+		t.Errorf("slack webhook posted to %v, want the path of the URL in its secret", paths)
+	}
+	history := releaseHistoryJSON(t, srv.Client(), good)
+	if strings.Contains(history, "not-in-history") || !strings.Contains(history, `slack-url`) {
+		t.Errorf("the release's history must name the secret slack-url and not hold its URL")
+	}
 	if strings.Join(sp, " ") != good+"/"+spec.EventSucceeded+" "+bad+"/"+spec.EventRolledBack {
 		t.Errorf("slack webhook processed %v", sp)
 	}
