@@ -208,8 +208,8 @@ func (b *browser) login(t *testing.T, base, token string) {
 // on the real stack (embedded Temporal, the worker, the machine's Docker engine, demo
 // images): log in; the fleet matrix after a release; a gated release followed live, approved
 // from its page with the keyboard, and followed live to its end; a rolled-back release's
-// evidence chart (latency); a reader refused a write. Each step saves a screenshot and checks the
-// basics of accessibility.
+// evidence chart (latency); a release paused and resumed from its page; a reader refused a
+// write. Each step saves a screenshot and checks the basics of accessibility.
 func TestDashboardInBrowser(t *testing.T) {
 	chromium := testenv.RequireChromium(t)
 	env := e2eEnv(t)
@@ -340,7 +340,52 @@ func TestDashboardInBrowser(t *testing.T) {
 			t.Errorf("Web UI link %q", href)
 		}
 		admin.checkA11y(t, "figcaption")
+		// The chart in view: the screenshot shows it (docs/dashboard.md).
+		admin.run(t, 10*time.Second, chromedp.ScrollIntoView(chromedp.CSS("figure.verdict-failed")))
 		admin.screenshot(t, "evidence")
+	})
+
+	// Pause and resume: a release held at its gate is paused from its page, approved (it then
+	// holds in the paused phase before rolling out), resumed, and followed to its end.
+	t.Run("pause and resume a release from its page", func(t *testing.T) {
+		rel, err := c.StartRelease(ctx, apiclient.StartRequest{Trigger: &apiclient.TriggerRequest{
+			Environment: env, Services: map[string]string{"web": "2.0.0"}, Description: "pause test"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		admin.run(t, 30*time.Second, chromedp.Navigate(base+"/releases/"+rel.ID), chromedp.WaitVisible(chromedp.ID("release")))
+		admin.waitJS(t, 3*time.Minute, "the gate's approve form", `!!document.querySelector("form.gate button.approve") && !!document.querySelector("button.pause")`)
+		admin.run(t, 10*time.Second, chromedp.SendKeys(chromedp.ID("pause-reason"), "lunch"), chromedp.Click(chromedp.CSS("button.pause")))
+		admin.waitJS(t, 30*time.Second, "the pause", `location.search.includes("done=pause") && !!document.querySelector(".flash") &&
+		  document.getElementById("phase").textContent.includes("(paused)") && !!document.querySelector("button.resume") && !document.querySelector("button.pause")`)
+		// Approved while paused: the release holds before its rollout, in the paused phase.
+		admin.run(t, 30*time.Second, chromedp.Click(chromedp.CSS("form.gate button.approve")))
+		admin.waitJS(t, 30*time.Second, "the approval", `location.search.includes("done=approve")`)
+		admin.waitJS(t, time.Minute, "the paused phase", `document.getElementById("phase").textContent === "paused" &&
+		  document.getElementById("outcome").textContent === "running" && !!document.querySelector("button.resume")`)
+		if tl := admin.text(t, `document.getElementById("timeline").innerText`); !strings.Contains(tl, "paused by admin: lunch") {
+			t.Errorf("timeline without the pause:\n%s", tl)
+		}
+		admin.checkA11y(t, "#phase", "button.resume", "label[for=resume-reason]")
+		admin.screenshot(t, "paused")
+		// Resumed with the keyboard: the page follows the rollout to its end.
+		admin.run(t, 30*time.Second, chromedp.Focus(chromedp.CSS("button.resume")), chromedp.KeyEvent(kb.Enter))
+		admin.waitJS(t, 30*time.Second, "the resume", `location.search.includes("done=resume") && !!document.querySelector("button.pause")`)
+		admin.waitJS(t, 3*time.Minute, "progress after the resume, to the outcome",
+			`document.getElementById("outcome").textContent === "succeeded" &&
+			 document.querySelector('div.cluster[data-service="web"] .cl-phase').textContent === "done" &&
+			 document.getElementById("timeline").innerText.includes("resumed by admin")`)
+		if tl := admin.text(t, `document.getElementById("timeline").innerText`); !strings.Contains(tl, "rolling_out") {
+			t.Errorf("no rollout after the resume in the timeline:\n%s", tl)
+		}
+		if n := admin.text(t, `String(document.querySelectorAll("section.actions:not([hidden]) form").length)`); n != "0" {
+			t.Errorf("%s decision forms still shown for the ended release", n)
+		}
+		admin.screenshot(t, "resumed")
+		final, err := c.GetRelease(ctx, rel.ID, time.Minute)
+		if err != nil || final.Outcome != workflows.OutcomeSucceeded || final.Status.Paused || final.Status.ApprovedBy != "admin" {
+			t.Fatalf("after the resume: %v %+v", err, final)
+		}
 	})
 
 	t.Run("a reader is refused a write", func(t *testing.T) {

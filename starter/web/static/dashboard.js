@@ -49,7 +49,7 @@
   });
   es.addEventListener("status", function (e) {
     var st = JSON.parse(e.data);
-    setText(document.getElementById("phase"), st.phase + (st.paused ? " (paused)" : ""), phaseClass(st.phase));
+    setText(document.getElementById("phase"), st.phase + (st.paused && st.phase !== "paused" ? " (paused)" : ""), phaseClass(st.phase));
     setText(document.getElementById("approved-by"), st.approved_by || "");
     (st.services || []).forEach(function (sp) {
       var cell = root.querySelector('td.svc-phase[data-service="' + esc(sp.service) + '"]');
@@ -74,6 +74,9 @@
     live.textContent = "ended: reload for the final view";
     setText(document.getElementById("outcome"), rel.outcome, "outcome outcome-" + rel.outcome);
     setText(document.getElementById("reason"), rel.reason || "");
+    // An ended release takes no decision: its forms go.
+    var actions = document.querySelector("section.actions");
+    if (actions) { actions.hidden = true; }
   });
   es.addEventListener("error", function (e) {
     if (e.data) {
