@@ -175,6 +175,16 @@ func decide(p Policy, res Result, total, lost, valid int, checks, guards []check
 			fmt.Sprintf("data: %d valid %s, fewer than the %d needed", valid, unit, p.MinPairs),
 			fmt.Sprintf("No valid %s was made: only %d valid %s were measured, %d are needed for a pass.", what, valid, unit, p.MinPairs))
 	}
+	// A canary seen failing more than twice the ceiling is not passed for want of
+	// significance: with few pairs (a small min_samples) a canary failing half its requests
+	// is not yet significantly bad, and "no rule failed" would call it no worse than stable.
+	// A good canary at the default sample size is almost never seen there (0.5 % errors at
+	// 700 pairs: P(> 2 %) ≈ 1e-5).
+	if rate := res.Canary.ErrorRate; rate > suspectFactor*p.MaxErrorRate {
+		return undecided(res,
+			fmt.Sprintf("data: canary error rate %s, over %g× the %s ceiling, not significant on %d valid %s", pct(rate), suspectFactor, pct(p.MaxErrorRate), valid, unit),
+			fmt.Sprintf("No valid %s was made: the canary failed %s of the requests, over %g× the %s ceiling, but %d valid %s are too few to tell; a verdict needs more.", what, pct(rate), suspectFactor, pct(p.MaxErrorRate), valid, unit))
+	}
 	var notRun []string
 	for _, c := range checks {
 		if c.test.Skipped && c.optional {
@@ -203,6 +213,10 @@ func decide(p Policy, res Result, total, lost, valid int, checks, guards []check
 	}
 	return res
 }
+
+// suspectFactor: a canary whose observed error rate is over suspectFactor × MaxErrorRate
+// is never passed (inconclusive unless a rule failed it).
+const suspectFactor = 2.0
 
 func undecided(res Result, rule, reason string) Result {
 	res.Outcome = Inconclusive

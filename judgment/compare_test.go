@@ -239,6 +239,21 @@ func TestCompare(t *testing.T) {
 			name: "invalid policy", policy: Policy{Alpha: 2}, pairs: steady(1000), outcome: Inconclusive, rule: "alpha: 2 is not in (0, 0.5]",
 		},
 		{
+			// A min_samples far below the default (Alpha as Verify passes it at
+			// confidence 0.999): every second canary request fails and no rule is
+			// significant on 10 pairs, but a canary seen at 50 % errors against a
+			// 5 % ceiling is not "no worse than stable".
+			name: "half the canary's requests fail on too few pairs", policy: Policy{Alpha: 0.0005, MinPairs: 5, MaxErrorRate: 0.05},
+			outcome: Inconclusive, rule: "canary error rate 50.0%, over 2× the 5% ceiling, not significant on 10 valid pairs",
+			pairs: func() []Pair {
+				ps := steady(10)
+				for i := 0; i < len(ps); i += 2 {
+					ps[i].Canary.Failed = true
+				}
+				return ps
+			}(),
+		},
+		{
 			// 100 stable answers cannot bound a p95 at 1-0.0000625: the
 			// rule is skipped, and says so, but does not block the pass.
 			name: "smaller MinPairs", policy: Policy{MinPairs: 100}, pairs: steady(100), outcome: Passed,
@@ -332,6 +347,7 @@ func TestAbsolute(t *testing.T) {
 		{"1 error in 50", Policy{MinPairs: 50}, withErrors(good(50), 1), Passed, "no rule failed on 50 valid samples"},
 		{"1 error in 50, default sample size", Policy{}, withErrors(good(50), 1), Inconclusive, "data: 50 valid samples, fewer than the 700 needed"},
 		{"2% errors in 1000 (above the ceiling, not significantly)", Policy{}, withErrors(good(1000), 20), Passed, "no rule failed"},
+		{"3 errors in 50 (6%, over twice the ceiling, not significantly)", Policy{MinPairs: 50}, withErrors(good(50), 3), Inconclusive, "canary error rate 6%, over 2× the 1% ceiling, not significant on 50 valid samples"},
 		{"p95 ceiling", Policy{MaxP95: 30 * time.Millisecond}, good(1000), Failed, "canary p95 ceiling"},
 		{"p95 within the ceiling", Policy{MaxP95: 50 * time.Millisecond}, good(1000), Passed, "no rule failed"},
 		{"all lost", Policy{}, []Sample{{Lost: true}, {Lost: true}}, Inconclusive, "data: no valid sample"},

@@ -88,9 +88,11 @@
 //     one.
 //   - inconclusive: no valid comparison was made: an invalid policy, no
 //     valid pairs, stable itself failing a ceiling, more than MaxLostShare
-//     (5%) of the pairs lost, fewer than MinPairs valid pairs, or a rule
-//     that could not run. Inconclusive never promotes; missing data never
-//     counts as zero.
+//     (5%) of the pairs lost, fewer than MinPairs valid pairs, a rule
+//     that could not run, or a canary whose observed error rate is over
+//     twice MaxErrorRate without any rule failing it (too few pairs: a
+//     MinPairs far below the default). Inconclusive never promotes; missing
+//     data never counts as zero.
 //   - passed: every rule ran (the p95 ratio may be skipped, see rule 5)
 //     and none failed on at least MinPairs valid pairs. Not significant at
 //     the planned sample is a pass.
