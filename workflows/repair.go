@@ -310,6 +310,20 @@ const (
 	lockWatchMinRound = 10 * time.Second
 )
 
+// changeLockWatchHeartbeat (a workflow.GetVersion change ID, kept here with the watch it
+// changes; never reuse or remove it while histories that lack it may replay): a lock's
+// WatchRelease runs with a heartbeat timeout of lockWatchHeartbeat instead of the engine
+// activities' 2.5 s. The watch long-polls its release; what its heartbeat buys is a retry on
+// another worker when its worker dies, and a lock may take that long to notice. With 2.5 s
+// (a heartbeat RPC every 2 s, each a write of the lock's mutable state) the 120 locks of a
+// 120-service release sent 60 heartbeats a second, and on a loaded topology a heartbeat
+// slower than 2 s cancels its activity (the SDK counts it as a heartbeat timeout): hundreds of
+// failed watches a minute (BENCHMARKS.md, the 120-service release on the production topology).
+const (
+	changeLockWatchHeartbeat = "lock-watch-heartbeat"
+	lockWatchHeartbeat       = 30 * time.Second
+)
+
 // WatchReleaseInput names the release run a lock watches, and for how long at most.
 type WatchReleaseInput struct {
 	WorkflowID string        `json:"workflow_id"`
@@ -369,11 +383,16 @@ func watchingLock(ctx workflow.Context, in LockInput) (LockResult, error) {
 	// round per lockWatchMinRound), so a lock's history grows by a few events a minute.
 	var end *ReleaseEnd
 	var watchErr error
+	slowBeat := workflow.GetVersion(ctx, changeLockWatchHeartbeat, workflow.DefaultVersion, 1) >= 1
 	workflow.Go(ctx, func(gctx workflow.Context) {
 		for {
 			t0 := workflow.Now(gctx)
 			var e ReleaseEnd
-			err := workflow.ExecuteActivity(optionsFor(gctx, ActivityWatchRelease, lockWatchWindow), ActivityWatchRelease,
+			actx := optionsFor(gctx, ActivityWatchRelease, lockWatchWindow)
+			if slowBeat {
+				actx = workflow.WithHeartbeatTimeout(actx, lockWatchHeartbeat)
+			}
+			err := workflow.ExecuteActivity(actx, ActivityWatchRelease,
 				WatchReleaseInput{WorkflowID: in.WorkflowID, RunID: in.RunID, For: lockWatchWindow}).Get(gctx, &e)
 			if gctx.Err() != nil {
 				return
