@@ -143,7 +143,7 @@ func BenchmarkSwarmRelease(b *testing.B) {
 		for run := 1; run <= swarmBenchRuns(); run++ {
 			load := testenv.LoadAverage(b)
 			var s, sp, sh time.Duration
-			var verdicts int
+			var verdicts []string
 			sides := []func(){
 				func() { p := newPhase(b); s, verdicts = slipwaySwarmRelease(p, host); p.end() },
 				func() { p := newPhase(b); sp, sh = swarmUpdateRelease(p, host); p.end() },
@@ -157,8 +157,8 @@ func BenchmarkSwarmRelease(b *testing.B) {
 			load = max(load, testenv.LoadAverage(b))
 			slipway, plain, held = append(slipway, ms(s)), append(plain, ms(sp)), append(held, ms(sh))
 			ratio, ratioHeld = append(ratio, float64(s)/float64(sp)), append(ratioHeld, float64(s)/float64(sh))
-			fmt.Printf("swarm: run %d release: slipway %s (%d verdicts passed; windows on its path %s) | docker service update %s | with --update-delay %s | ratio %.2f, to held %.2f; slipway first %t; load average ≤ %.1f\n",
-				run, msStr(s), verdicts, msStr(4*swarmBenchWindow), msStr(sp), msStr(sh),
+			fmt.Printf("swarm: run %d release: slipway %s (verdicts passed at %s; windows on its path %s) | docker service update %s | with --update-delay %s | ratio %.2f, to held %.2f; slipway first %t; load average ≤ %.1f\n",
+				run, msStr(s), strings.Join(verdicts, ", "), msStr(4*swarmBenchWindow), msStr(sp), msStr(sh),
 				float64(s)/float64(sp), float64(s)/float64(sh), run%2 == 1, load)
 		}
 	}
@@ -170,8 +170,8 @@ func BenchmarkSwarmRelease(b *testing.B) {
 }
 
 // slipwaySwarmRelease seeds 1.0.0 on a fresh swarm-only environment and releases 1.1.0; it
-// returns the release's time and how many verdicts it passed.
-func slipwaySwarmRelease(t testing.TB, host string) (time.Duration, int) {
+// returns the release's time and when, from its start, each verdict passed ("canary +9.1s").
+func slipwaySwarmRelease(t testing.TB, host string) (time.Duration, []string) {
 	f := newSwarmOnlyFixture(t, host)
 	f.startWorker()
 	f.seedSpec(f.swarmOnlySpec("1.0.0"))
@@ -180,8 +180,10 @@ func slipwaySwarmRelease(t testing.TB, host string) (time.Duration, int) {
 	took := time.Since(t0)
 	// f.wait logged the release's events: what happened if it did not succeed.
 	require.Equal(t, workflows.OutcomeSucceeded, st.Outcome, st.Reason)
+	var verdicts []string
 	for _, v := range st.Verdicts {
 		require.Equal(t, workflows.VerdictPassed, v.Result, "%s (%s): %s", v.Stage, v.Cluster, v.Reason)
+		verdicts = append(verdicts, fmt.Sprintf("%s +%.1fs", v.Stage, v.At.Sub(t0).Seconds()))
 	}
 	running := 0
 	for _, c := range f.live(f.targets[0])["1.1.0"] {
@@ -190,7 +192,7 @@ func slipwaySwarmRelease(t testing.TB, host string) (time.Duration, int) {
 		}
 	}
 	require.Equal(t, swarmBenchReplicas, running, "replicas of 1.1.0 running in traffic")
-	return took, len(st.Verdicts)
+	return took, verdicts
 }
 
 // swarmUpdateRelease creates the baseline service at 1.0.0 and updates it to 1.1.0 (plain),
