@@ -263,7 +263,13 @@ func (f *fixture) release(id string, in workflows.ReleaseInput) client.WorkflowR
 
 func (f *fixture) wait(run client.WorkflowRun) workflows.ReleaseStatus {
 	f.t.Helper()
-	st, err := workflows.ReleaseResult(ctxT(f.t, 3*time.Minute), run)
+	return f.waitFor(run, 3*time.Minute)
+}
+
+// waitFor is wait for a release that takes longer (the default windows on several clusters).
+func (f *fixture) waitFor(run client.WorkflowRun, d time.Duration) workflows.ReleaseStatus {
+	f.t.Helper()
+	st, err := workflows.ReleaseResult(ctxT(f.t, d), run)
 	if err != nil {
 		f.dumpHistory(run)
 		f.t.Fatalf("release %s: %v", run.GetID(), err)
