@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -93,6 +94,10 @@ func TestSwarmMixedRelease(t *testing.T) {
 		if v.Cluster == "s" {
 			judgedOnSwarm++
 			require.Zero(t, v.Evidence.BaselineUnreachable, "a baseline replica the batch scaled away was probed (%s)", v.Stage)
+			if strings.HasPrefix(v.Stage, "batch") {
+				// verified before the old replicas it replaces were scaled away
+				require.True(t, v.Evidence.Baseline, "%s on the swarm judged without stable: %s", v.Stage, v.Reason)
+			}
 		}
 	}
 	require.Positive(t, judgedOnSwarm, "verdicts on the swarm")

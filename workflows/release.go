@@ -134,6 +134,12 @@ const (
 	// whose details carry its ReleaseStatus (result.go), so the Web UI's list shows it
 	// Failed. Before: every release completed with its status as the result.
 	changeFailedResult = "release-fails-unless-succeeded"
+	// changeSwarmVerifyFirst: on a swarm, a batch is verified before the old replicas it
+	// replaces leave. A swarm cannot keep a retired replica running out of traffic (its
+	// slot is scaled away), so a batch verified after the retire had fewer old replicas to
+	// compare with, and the last one none (absolute ceilings only). Plain engines keep the
+	// order start, retire, verify (a retired replica keeps running, and is the baseline).
+	changeSwarmVerifyFirst = "swarm-verify-before-retire"
 )
 
 // errStop is returned by steps that stop because the release already failed.
@@ -536,6 +542,13 @@ func (r *release) rolloutCluster(ctx workflow.Context, s spec.Service, cp *Clust
 	batches := (n + b - 1) / b
 	active := append([]string(nil), cp.Old...)
 	r.clusterProgress(ctx, s.Name, cp.Cluster, func(p *ClusterProgress) { p.Phase = PhaseRollingOut; p.Message = "rolling out" })
+	verifyFirst := r.tgt[cp.Cluster].Kind == spec.KindSwarm && workflow.GetVersion(ctx, changeSwarmVerifyFirst, workflow.DefaultVersion, 1) >= 1
+	verifyBatch := func(stage string, from, to int) error {
+		if pol.Verify.Skip || r.in.FastTrack {
+			return nil
+		}
+		return r.verify(ctx, s.Name, cp, stage, r.newNames(s, cp, from, to), pol.Verify.Duration.D())
+	}
 	for bi := 0; bi < batches; bi++ {
 		if err := r.holdIfPaused(ctx); err != nil {
 			return err
@@ -544,6 +557,11 @@ func (r *release) rolloutCluster(ctx workflow.Context, s spec.Service, cp *Clust
 		stage := fmt.Sprintf("batch %d/%d", bi+1, batches)
 		if err := r.startReplicas(ctx, s, cp, engine.RoleStable, from, to, pol, stage); err != nil {
 			return err
+		}
+		if verifyFirst {
+			if err := verifyBatch(stage, from, to); err != nil {
+				return err
+			}
 		}
 		keep := max(0, n-to)
 		if keep < len(active) {
@@ -557,8 +575,8 @@ func (r *release) rolloutCluster(ctx workflow.Context, s spec.Service, cp *Clust
 			p.Updated = to
 			p.Message = fmt.Sprintf("%s: %d/%d new replicas in traffic", stage, to, n)
 		})
-		if !pol.Verify.Skip && !r.in.FastTrack {
-			if err := r.verify(ctx, s.Name, cp, stage, r.newNames(s, cp, from, to), pol.Verify.Duration.D()); err != nil {
+		if !verifyFirst {
+			if err := verifyBatch(stage, from, to); err != nil {
 				return err
 			}
 		}
