@@ -301,7 +301,7 @@ func (s *Server) envSection(c *gin.Context, env string) envSection {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sec.InFlight, sec.Recent = s.envReleases(c, ctx, env, running, ended)
+			sec.InFlight, sec.Recent = s.envReleases(ctx, c, env, running, ended)
 		}()
 	}
 	if spec, err := s.checkedIn(env, nil); err != nil {
@@ -477,7 +477,7 @@ func (s *Server) listEnvReleases(ctx context.Context, env string) (running, ende
 
 // envReleases fetches the status of the listed releases (the same view GET
 // /v1/releases/{id} gives): those still running in flight, the others recent.
-func (s *Server) envReleases(c *gin.Context, ctx context.Context, env string, running, ended []string) (inFlight, recent []releaseRow) {
+func (s *Server) envReleases(ctx context.Context, c *gin.Context, env string, running, ended []string) (inFlight, recent []releaseRow) {
 	ids := append(append([]string{}, running...), ended...)
 	rows := make([]releaseRow, len(ids))
 	var wg sync.WaitGroup
