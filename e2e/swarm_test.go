@@ -130,3 +130,29 @@ func TestSwarmMixedRelease(t *testing.T) {
 		t.Logf("%s keeps %v", cluster, versions)
 	}
 }
+
+// TestSwarmCatchesBadVersions releases every misbehaving demo version that short windows can
+// judge onto the mixed environment, one after the other: each is caught at the canary on the
+// swarm (its health wait, the lifecycle watch of its task, or its verification against
+// stable) and rolled back there, the plain cluster untouched and the stable version serving
+// on both. (bad-intermittent and bad-tail need the default windows: TestSwarmDefaults;
+// bad-crash: TestSwarmMixedRelease; bad-crash-later dies after these windows.)
+func TestSwarmCatchesBadVersions(t *testing.T) {
+	t.Parallel() // mostly soaks and windows
+	f := newMixedFixture(t)
+	f.startWorker()
+	limited := func(s *spec.Service) { s.Resources = &spec.Resources{Memory: "64Mi"} }
+	f.seedSpec(f.swarmSpec("1.0.0", limited))
+	for _, tag := range []string{"bad-health", "bad-errors", "bad-routes", "bad-latency", "bad-port", "bad-oom"} {
+		st := f.wait(f.release(tag, workflows.ReleaseInput{Spec: f.swarmSpec(tag, limited)}))
+		require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, "%s: %s", tag, st.Reason)
+		require.NotEmpty(t, st.Verdicts, tag)
+		requireCaughtAtCanary(t, st)
+		for _, v := range st.Verdicts {
+			require.Equal(t, "s", v.Cluster, "%s judged on %s: %+v", tag, v.Cluster, v)
+		}
+		for cluster, versions := range f.requireServes("1.0.0") {
+			require.NotContains(t, versions, tag, "%s left on %s", tag, cluster)
+		}
+	}
+}
