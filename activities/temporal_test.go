@@ -89,16 +89,16 @@ func TestWatchRelease(t *testing.T) {
 		require.NoError(t, v.Get(&e))
 		return e.Status
 	}
-	// closeWhileWatched watches run while close closes it, once the watch's long poll is
+	// closeWhileWatched watches run while closeRun closes it, once the watch's long poll is
 	// under way.
-	closeWhileWatched := func(t *testing.T, run client.WorkflowRun, close func() error) string {
+	closeWhileWatched := func(t *testing.T, run client.WorkflowRun, closeRun func() error) string {
 		before := counted.watchRequests()
 		go func() {
 			for counted.watchRequests() == before && ctx.Err() == nil {
 				time.Sleep(20 * time.Millisecond)
 			}
 			time.Sleep(200 * time.Millisecond) // the long poll has reached the server
-			if err := close(); err != nil {
+			if err := closeRun(); err != nil {
 				t.Errorf("close %s: %v", run.GetID(), err)
 			}
 		}()

@@ -115,20 +115,20 @@ func BenchmarkLargeRelease(b *testing.B) {
 		}
 		res := map[string]largeRelease{}
 		for _, sd := range sides {
-			seedLarge(b, ctx, sd.env, n)
+			seedLarge(ctx, b, sd.env, n)
 			load0 := testenv.LoadAverage(b)
-			m := releaseLarge(b, ctx, sd.apis, sd.tc, sd.env, n)
+			m := releaseLarge(ctx, b, sd.apis, sd.tc, sd.env, n)
 			m.load = (load0 + testenv.LoadAverage(b)) / 2
 			res[sd.name] = m
 			b.Logf("%s: release of %d services %s (%s) in %s; release history %d events, %.2f MB; %d workflows, %d events in all (%.2f MB); status p50 %s p99 %s (%d reads, %d failed); load %.1f",
 				sd.name, n, m.rel.ID, m.outcome, m.wall.Round(100*time.Millisecond), m.events, float64(m.bytes)/1e6, m.workflows,
 				m.allEvents, float64(m.allBytes)/1e6, m.pct(50).Round(time.Millisecond), m.pct(99).Round(time.Millisecond), len(m.lat), m.failed, m.load)
-			saveOnPanic(b, ctx, sd.tc, sd.logs, m.rel.ID)
+			saveOnPanic(ctx, b, sd.tc, sd.logs, m.rel.ID)
 			if m.outcome != workflows.OutcomeSucceeded {
 				b.Errorf("%s: release %s ended %s: %s", sd.name, m.rel.ID, m.outcome, m.reason)
 				continue
 			}
-			requireServing(b, ctx, sd.env, n, "1.1.0")
+			requireServing(ctx, b, sd.env, n, "1.1.0")
 			b.ReportMetric(m.wall.Seconds(), sd.name+"-release-s")
 			b.ReportMetric(float64(m.events), sd.name+"-release-events")
 			b.ReportMetric(float64(m.bytes)/1e6, sd.name+"-release-MB")
@@ -187,7 +187,7 @@ services:
 // seedLarge makes every service of env serve 1.0.0 (1 replica on its cluster) without a
 // release, 16 at a time, through the real activities; each start is tried up to 3 times (a
 // loaded engine can outlast a call's timeout).
-func seedLarge(b *testing.B, ctx context.Context, env string, n int) {
+func seedLarge(ctx context.Context, b *testing.B, env string, n int) {
 	b.Helper()
 	s, err := spec.Parse(env+".yaml", []byte(largeSpecYAML(env, n, "1.0.0")))
 	if err != nil {
@@ -255,7 +255,7 @@ func (m largeRelease) pct(p int) time.Duration {
 // releaseLarge POSTs the release of env's n services to 1.1.0 (to the first API, the other
 // when it does not answer), reads its status every 200 ms through the APIs in turn until it
 // has ended, and measures it and its workflows' histories.
-func releaseLarge(b *testing.B, ctx context.Context, apis []*apiclient.Client, tc func() (client.Client, error), env string, n int) largeRelease {
+func releaseLarge(ctx context.Context, b *testing.B, apis []*apiclient.Client, tc func() (client.Client, error), env string, n int) largeRelease {
 	b.Helper()
 	var m largeRelease
 	t0 := time.Now()
@@ -340,7 +340,7 @@ func history(ctx context.Context, c client.Client, wid string) (*historypb.Histo
 // saveOnPanic: when a worker log shows the SDK's "invalid state transition" panic, the
 // release's history goes to /tmp (JSON, as `temporal workflow show --output json` writes it)
 // with the log lines, for the diagnosis.
-func saveOnPanic(b *testing.B, ctx context.Context, tc func() (client.Client, error), logs []string, wid string) {
+func saveOnPanic(ctx context.Context, b *testing.B, tc func() (client.Client, error), logs []string, wid string) {
 	var lines []string
 	for _, l := range logs {
 		data, err := os.ReadFile(l)
@@ -385,7 +385,7 @@ func saveOnPanic(b *testing.B, ctx context.Context, tc func() (client.Client, er
 }
 
 // requireServing: every service of env runs exactly one replica, at version (docker's view).
-func requireServing(b *testing.B, ctx context.Context, env string, n int, version string) {
+func requireServing(ctx context.Context, b *testing.B, env string, n int, version string) {
 	out, err := exec.CommandContext(ctx, "docker", "ps", "--filter", "label="+engine.LabelEnvironment+"="+env,
 		"--format", `{{.Label "`+engine.LabelService+`"}} {{.Label "`+engine.LabelVersion+`"}}`).Output()
 	if err != nil {
