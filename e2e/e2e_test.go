@@ -132,7 +132,14 @@ func newFixture(t testing.TB, clusters int) *fixture {
 // startWorker runs an in-process worker on the fixture's task queue until the test ends.
 func (f *fixture) startWorker() {
 	f.t.Helper()
-	w, err := worker.New(srv.Client(), f.dialer, worker.Options{TaskQueue: f.queue})
+	f.startWorkerWith(worker.Options{})
+}
+
+// startWorkerWith starts the fixture's worker with opts (its task queue set here).
+func (f *fixture) startWorkerWith(opts worker.Options) {
+	f.t.Helper()
+	opts.TaskQueue = f.queue
+	w, err := worker.New(srv.Client(), f.dialer, opts)
 	require.NoError(f.t, err)
 	require.NoError(f.t, w.Start())
 	f.t.Cleanup(w.Stop)

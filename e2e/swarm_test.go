@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -8,9 +11,11 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.temporal.io/sdk/client"
 
+	"github.com/slipwayhq/slipway/activities"
 	"github.com/slipwayhq/slipway/internal/dockerengine"
 	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/spec"
+	"github.com/slipwayhq/slipway/worker"
 	"github.com/slipwayhq/slipway/workflows"
 )
 
@@ -59,7 +64,12 @@ func (f *fixture) swarmSpec(version string, mods ...func(*spec.Service)) spec.En
 // back on both together.
 func TestSwarmMixedRelease(t *testing.T) {
 	f := newMixedFixture(t)
-	f.startWorker()
+	// The good release carries a secret from the worker's secrets directory: a Swarm secret
+	// (a file, DB_PASSWORD_FILE) on the swarm, a variable on the plain engine.
+	secrets := t.TempDir()
+	const secretValue = "e2e-swarm-s3cret-value"
+	require.NoError(t, os.WriteFile(filepath.Join(secrets, "e2e-db-password"), []byte(secretValue+"\n"), 0o600))
+	f.startWorkerWith(worker.Options{Activities: activities.Options{Secrets: activities.DirSecrets(secrets)}})
 	f.seedSpec(f.swarmSpec("1.0.0"))
 
 	// The swarm's replicas are Swarm services, one per version, in dnsrr mode.
@@ -85,9 +95,29 @@ func TestSwarmMixedRelease(t *testing.T) {
 
 	// A good version, onto both clusters: every verification passes (with a baseline while
 	// old replicas run: the batches scale the old service down as the new one goes up).
-	st = f.wait(f.release("good", workflows.ReleaseInput{Spec: f.swarmSpec("1.1.0")}))
+	withSecret := func(s *spec.Service) { s.Secrets = map[string]string{"DB_PASSWORD": "e2e-db-password"} }
+	st = f.wait(f.release("good", workflows.ReleaseInput{Spec: f.swarmSpec("1.1.0", withSecret)}))
 	require.Equal(t, workflows.OutcomeSucceeded, st.Outcome, st.Reason)
 	f.requireServes("1.1.0")
+	// On the swarm the value is in no inspect (service, task containers): only the file's
+	// path is, as DB_PASSWORD_FILE. On the plain engine it is a variable.
+	for _, c := range f.live(sw)["1.1.0"] {
+		svc, err := exec.Command("docker", "-H", sw.Endpoint, "service", "inspect", dockerengine.SwarmServiceName(c.Key)).CombinedOutput()
+		require.NoError(t, err, string(svc))
+		require.NotContains(t, string(svc), secretValue)
+		require.Contains(t, string(svc), "DB_PASSWORD_FILE=/run/secrets/e2e-db-password")
+	}
+	tasks, err := exec.Command("docker", "-H", sw.Endpoint, "ps", "-q", "--filter", "label=io.slipway.environment="+f.env).CombinedOutput()
+	require.NoError(t, err, string(tasks))
+	require.NotEmpty(t, strings.Fields(string(tasks)))
+	inspect, err := exec.Command("docker", append([]string{"-H", sw.Endpoint, "inspect"}, strings.Fields(string(tasks))...)...).CombinedOutput()
+	require.NoError(t, err, string(inspect))
+	require.NotContains(t, string(inspect), secretValue, "a task container's inspect shows the secret")
+	for _, c := range f.live(f.targets[0])["1.1.0"] {
+		env, err := exec.Command("docker", "inspect", "--format", "{{json .Config.Env}}", c.Name).CombinedOutput()
+		require.NoError(t, err, string(env))
+		require.Contains(t, string(env), "DB_PASSWORD="+secretValue, "a plain engine passes it as a variable")
+	}
 	judgedOnSwarm := 0
 	for _, v := range st.Verdicts {
 		require.Equal(t, workflows.VerdictPassed, v.Result, "%s on %s (%s): %s", v.Service, v.Cluster, v.Stage, v.Reason)
