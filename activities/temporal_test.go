@@ -1,3 +1,9 @@
+// Not under the race detector: this is the one test of the package that embeds the Temporal
+// server (devserver), and `make test-race` would otherwise race-build the whole server (the
+// longest step of a cold CI run, for code that is not ours). `make test` runs it.
+
+//go:build !race
+
 package activities_test
 
 import (
