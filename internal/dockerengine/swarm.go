@@ -29,7 +29,43 @@ import (
 const (
 	labelSwarmUp    = "io.slipway.swarm.up"
 	labelSwarmKnown = "io.slipway.swarm.known"
+	// labelSwarmSlotRole and labelSwarmSlotRelease, followed by a slot number, are that
+	// slot's role and release (slotIdentity).
+	labelSwarmSlotRole    = "io.slipway.swarm.role."
+	labelSwarmSlotRelease = "io.slipway.swarm.release."
 )
+
+// slotIdentity is the role and release of one slot of a service. They are kept per slot
+// because one version's service holds slots of different roles at once: a load test's
+// scale-out adds slots (role loadtest, release = its run) to the serving version's service,
+// beside its stable slots, and its scale-in must find exactly those. (With the service's
+// role and release only, the scale-out relabelled every slot of the service as the load
+// test's, and its scale-in then removed the serving replicas too, and the service with them.)
+// The service's own io.slipway.role and io.slipway.release are its first slot's, and the
+// identity of a slot without labels of its own (a service made before slots had them).
+func slotIdentity(l map[string]string, slot int) (engine.Role, string) {
+	role, ok := l[labelSwarmSlotRole+strconv.Itoa(slot)]
+	if !ok {
+		role = l[engine.LabelRole]
+	}
+	release, ok := l[labelSwarmSlotRelease+strconv.Itoa(slot)]
+	if !ok {
+		release = l[engine.LabelRelease]
+	}
+	return engine.Role(role), release
+}
+
+// setSlotIdentity records a slot's role and release (nothing else of the service changes).
+func setSlotIdentity(l map[string]string, slot int, role engine.Role, release string) {
+	l[labelSwarmSlotRole+strconv.Itoa(slot)] = string(role)
+	l[labelSwarmSlotRelease+strconv.Itoa(slot)] = release
+}
+
+// forgetSlotIdentity drops a removed slot's role and release.
+func forgetSlotIdentity(l map[string]string, slot int) {
+	delete(l, labelSwarmSlotRole+strconv.Itoa(slot))
+	delete(l, labelSwarmSlotRelease+strconv.Itoa(slot))
+}
 
 // Swarm is a Swarm manager's API (a cluster of `kind: swarm`). It implements engine.Engine
 // on top of Swarm services, so the activities and workflows do not change:
@@ -306,6 +342,7 @@ func serviceSpec(cs engine.ContainerSpec, networkID string, secrets []*swarm.Sec
 	}
 	setSlots(svcLabels, labelSwarmUp, []int{cs.Slot})
 	setSlots(svcLabels, labelSwarmKnown, []int{cs.Slot})
+	setSlotIdentity(svcLabels, cs.Slot, cs.Role, cs.Release)
 
 	var env []string
 	for k, v := range cs.Env {
@@ -409,12 +446,13 @@ func (s *Swarm) Ensure(ctx context.Context, cs engine.ContainerSpec) (engine.Con
 	}
 	if _, err := s.update(ctx, op, svcName, func(l map[string]string) bool {
 		up, known := slots(l, labelSwarmUp), slots(l, labelSwarmKnown)
-		if containsInt(up, cs.Slot) && l[engine.LabelRole] == string(cs.Role) && l[engine.LabelRelease] == cs.Release {
+		if role, release := slotIdentity(l, cs.Slot); containsInt(up, cs.Slot) && role == cs.Role && release == cs.Release {
 			return false
 		}
 		setSlots(l, labelSwarmUp, withInt(up, cs.Slot))
 		setSlots(l, labelSwarmKnown, withInt(known, cs.Slot))
-		l[engine.LabelRole], l[engine.LabelRelease] = string(cs.Role), cs.Release
+		// This slot's role and release only: the service's other slots keep theirs.
+		setSlotIdentity(l, cs.Slot, cs.Role, cs.Release)
 		return true
 	}); err != nil {
 		return engine.Container{}, err
@@ -702,7 +740,8 @@ func replicas(svc swarm.Service, live []swarm.Task) []engine.Container {
 	var out []engine.Container
 	for _, slot := range slots(l, labelSwarmKnown) {
 		k := engine.Key{Environment: l[engine.LabelEnvironment], Cluster: l[engine.LabelCluster], Service: l[engine.LabelService], Version: l[engine.LabelVersion], Slot: slot}
-		c := engine.Container{Key: k, Name: k.ContainerName(), Release: l[engine.LabelRelease], Role: engine.Role(l[engine.LabelRole]), Image: image, State: "exited"}
+		role, release := slotIdentity(l, slot)
+		c := engine.Container{Key: k, Name: k.ContainerName(), Release: release, Role: role, Image: image, State: "exited"}
 		i := indexInt(up, slot)
 		switch {
 		case i < 0:
@@ -974,6 +1013,7 @@ func (s *Swarm) Remove(ctx context.Context, name string) error {
 		setSlots(l, labelSwarmUp, withoutInt(slots(l, labelSwarmUp), slot))
 		known := withoutInt(slots(l, labelSwarmKnown), slot)
 		setSlots(l, labelSwarmKnown, known)
+		forgetSlotIdentity(l, slot)
 		last = len(known) == 0
 		return true
 	})
