@@ -51,13 +51,7 @@ func TestSwarmStartReplicasSecretsAsFiles(t *testing.T) {
 		s.Placement = &spec.Placement{Constraints: []string{"node.platform.os==linux"}, Preferences: []spec.PlacementPreference{{Spread: "node.labels.zone"}}}
 	})
 	in := workflows.StartReplicasInput{Target: target, Release: "r1", Role: engine.RoleStable, Service: svc, Slots: []int{0, 1}, Attach: true, HealthDeadline: 30 * time.Second}
-	ae := f.activityEnv()
-	var hb heartbeats
-	hb.listen(t, ae)
-	v, err := ae.ExecuteActivity(workflows.ActivityStartReplicas, in)
-	require.NoError(t, err)
-	var res workflows.StartReplicasResult
-	require.NoError(t, v.Get(&res))
+	res, hb := f.startListened(t, in)
 	require.Len(t, res.Containers, 2)
 
 	for _, c := range res.Containers {

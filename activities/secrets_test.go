@@ -74,6 +74,20 @@ func (h *heartbeats) listen(t *testing.T, ae *testsuite.TestActivityEnvironment)
 	})
 }
 
+// startListened runs StartReplicas with in and returns its result and every heartbeat it
+// sent.
+func (f *fixture) startListened(t *testing.T, in workflows.StartReplicasInput) (workflows.StartReplicasResult, *heartbeats) {
+	t.Helper()
+	ae := f.activityEnv()
+	hb := &heartbeats{}
+	hb.listen(t, ae)
+	v, err := ae.ExecuteActivity(workflows.ActivityStartReplicas, in)
+	require.NoError(t, err)
+	var res workflows.StartReplicasResult
+	require.NoError(t, v.Get(&res))
+	return res, hb
+}
+
 func (h *heartbeats) get() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -94,13 +108,7 @@ func TestStartReplicasResolvesSecrets(t *testing.T) {
 		s.Secrets = map[string]string{"DB_PASSWORD": "web-db-password"}
 	})
 	in := workflows.StartReplicasInput{Target: f.target, Release: "r1", Role: engine.RoleStable, Service: svc, Slots: []int{0, 1}, Attach: true, HealthDeadline: 20 * time.Second}
-	ae := f.activityEnv()
-	var hb heartbeats
-	hb.listen(t, ae)
-	v, err := ae.ExecuteActivity(workflows.ActivityStartReplicas, in)
-	require.NoError(t, err)
-	var res workflows.StartReplicasResult
-	require.NoError(t, v.Get(&res))
+	res, hb := f.startListened(t, in)
 	require.Len(t, res.Containers, 2)
 
 	for _, c := range res.Containers {
@@ -121,9 +129,7 @@ func TestStartReplicasResolvesSecrets(t *testing.T) {
 		require.NotContains(t, s, strings.TrimPrefix(value, "s3cret-"), "part of the secret's value is in the activity's %s", what)
 	}
 	// Idempotent: a second call finds the containers and changes nothing.
-	v, err = f.activityEnv().ExecuteActivity(workflows.ActivityStartReplicas, in)
-	require.NoError(t, err)
-	require.NoError(t, v.Get(&res))
+	res, _ = f.startListened(t, in)
 	require.Equal(t, []string{"slipway." + f.env + ".a.web.1.0.0.0", "slipway." + f.env + ".a.web.1.0.0.1"}, names(res.Containers))
 }
 

@@ -15,14 +15,7 @@ import (
 // wave 1 and the plain engine in wave 2.
 func (f *fixture) swarmDefaultsSpec(version string) spec.Environment {
 	env := f.defaultsSpec(version)
-	for i := range env.Clusters {
-		c := &env.Clusters[i]
-		if c.Name == "s" {
-			c.Kind, c.Canary, c.Wave = spec.KindSwarm, true, 1
-		} else {
-			c.Canary, c.Wave = false, 2
-		}
-	}
+	swarmFirst(&env)
 	return env
 }
 

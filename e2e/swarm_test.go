@@ -44,6 +44,13 @@ func (f *fixture) swarmSpec(version string, mods ...func(*spec.Service)) spec.En
 		zero := spec.Duration(0)
 		s.Verification.Bake = &zero
 	}}, mods...)...)
+	swarmFirst(&env)
+	return env
+}
+
+// swarmFirst makes cluster s of env a swarm, the canary cluster, in wave 1, and the others
+// wave 2 without a canary.
+func swarmFirst(env *spec.Environment) {
 	for i := range env.Clusters {
 		c := &env.Clusters[i]
 		if c.Name == "s" {
@@ -52,7 +59,6 @@ func (f *fixture) swarmSpec(version string, mods ...func(*spec.Service)) spec.En
 			c.Canary, c.Wave = false, 2
 		}
 	}
-	return env
 }
 
 // TestSwarmMixedRelease releases through the real worker and the embedded Temporal server

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,11 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/slipwayhq/slipway/devserver"
 	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/starter"
-	"github.com/slipwayhq/slipway/workflows"
 )
 
 // TestWebhookAfterWorkerKill runs the worker as its own `slipway worker` process and
@@ -29,22 +26,8 @@ import (
 // the raw deliveries may repeat an id (at least once), never carry a new id for an event.
 func TestWebhookAfterWorkerKill(t *testing.T) {
 	testenv.DemoImages(t)
-	root := testenv.RepoRoot(t)
-	bin := filepath.Join(t.TempDir(), "slipway")
-	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer bcancel()
-	b := exec.CommandContext(bctx, "go", "build", "-o", bin, "./cmd/slipway")
-	b.Dir = root
-	if out, err := b.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	bin := buildSlipway(t)
+	srv := startQuietServer(t)
 
 	logf := filepath.Join(t.TempDir(), "workers.log")
 	var mu sync.Mutex

@@ -113,6 +113,35 @@ func (rc *receiver) paths() []string {
 	return out
 }
 
+// buildSlipway builds the slipway binary into a temporary directory, for tests that run it
+// as a process of its own.
+func buildSlipway(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "slipway")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	b := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/slipway")
+	b.Dir = testenv.RepoRoot(t)
+	if out, err := b.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// startQuietServer starts an ephemeral embedded Temporal server (no Web UI, errors only in
+// its log), stopped when the test ends.
+func startQuietServer(t *testing.T) *devserver.Server {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	return srv
+}
+
 // payloadData finds the base64 "data" of the payloads in protojson text.
 var payloadData = regexp.MustCompile(`"data":"([A-Za-z0-9+/=]*)"`)
 
@@ -159,13 +188,7 @@ func releaseHistoryJSON(t *testing.T, c client.Client, workflowID string) string
 func TestMetricsAndWebhooks(t *testing.T) {
 	promtool := testenv.RequirePromtool(t)
 	testenv.DemoImages(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := startQuietServer(t)
 
 	secrets := t.TempDir()
 	const key = "webhook-signing-key"

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -14,7 +13,6 @@ import (
 
 	"go.temporal.io/sdk/client"
 
-	"github.com/slipwayhq/slipway/devserver"
 	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/spec"
 	"github.com/slipwayhq/slipway/workflows"
@@ -27,22 +25,10 @@ import (
 func TestWorkerMetricsAddr(t *testing.T) {
 	promtool := testenv.RequirePromtool(t)
 	testenv.RequireDocker(t) // the Plan inspects the machine's engine
-	root := testenv.RepoRoot(t)
-	bin := filepath.Join(t.TempDir(), "slipway")
-	bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer bcancel()
-	b := exec.CommandContext(bctx, "go", "build", "-o", bin, "./cmd/slipway")
-	b.Dir = root
-	if out, err := b.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildSlipway(t)
+	srv := startQuietServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := devserver.Start(ctx, devserver.Options{Ephemeral: true, UIPort: -1, SearchAttributes: workflows.SearchAttributeTypes, LogLevel: "error"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Stop)
 
 	w := exec.Command(bin, "worker", "--temporal-address", srv.HostPort(), "--temporal-namespace", srv.Namespace(),
 		"--secrets-dir", "", "--metrics-addr", "127.0.0.1:0")
