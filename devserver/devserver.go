@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	uiserver "github.com/temporalio/ui-server/v2/server"
@@ -345,12 +346,46 @@ func portOrFree(ip string, port int, what string) (int, error) {
 	return port, nil
 }
 
+// freePort finds a port the server can bind a moment later. Not one the kernel picks for
+// port 0: that comes from the ephemeral range, from which every outgoing connection of the
+// machine also takes its local port, so on a busy machine (tests' probes and clients) one
+// could take it before the server binds it, and the Temporal server exits (a fatal log) when
+// a service's listener cannot bind. A random port below the ephemeral range is free of
+// that race; only another process choosing the same port at the same moment could take it.
 func freePort(ip string) (int, error) {
+	lo, hi := 10000, ephemeralLow()-1
+	if hi-lo >= 1000 {
+		for range 64 {
+			port := lo + rand.IntN(hi-lo+1)
+			if l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port))); err == nil {
+				_ = l.Close() // it only found a free port
+				return port, nil
+			}
+		}
+	}
 	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}
 	port := l.Addr().(*net.TCPAddr).Port
-	_ = l.Close() // it only found a free port
+	_ = l.Close()
 	return port, nil
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (Linux: 32768 unless
+// configured otherwise; the same where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 1 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 0 {
+		return 32768
+	}
+	return n
 }
