@@ -58,7 +58,7 @@ func TestValidateCommand(t *testing.T) {
 	}
 	want := good + ": ok\n" +
 		bad + ":7:15: services[0].replicas: must be at least 1 (leave the field out for the default)\n" +
-		bad + ":8:5: services[0].colour: unknown field \"colour\" (known fields: canary, clusters, command, depends_on, env, health, image, mounts, name, port, privileged, replicas, resources, rollback, rollout, secrets, stop_grace, verification, version)\n"
+		bad + ":8:5: services[0].colour: unknown field \"colour\" (known fields: canary, clusters, command, depends_on, env, health, image, mounts, name, placement, port, privileged, replicas, resources, rollback, rollout, secrets, stop_grace, verification, version)\n"
 	if out != want {
 		t.Fatalf("output\n%s\nwant\n%s", out, want)
 	}
