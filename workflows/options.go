@@ -40,6 +40,11 @@ func retry(attempts int32) *temporal.RetryPolicy {
 //   - between the two (a workflow task queued for the dead worker's sticky cache): the
 //     worker's sticky schedule-to-start timeout (worker package).
 //
+// Two watches that hold no step back heartbeat slower (30 s): a lock's WatchRelease
+// (changeLockWatchHeartbeat, repair.go) and a release's long WatchReplicas
+// (changeWatchHeartbeat, watch.go), whose retry resumes from its last heartbeat and misses
+// no event. At the seed's scale their heartbeats were most of a release's writes.
+//
 // So a release moves again within heartbeatTimeout + InitialInterval of the kill, plus the
 // server's own delays (measured: up to about a second), plus the sticky timeout when the
 // next workflow task was meant for the dead worker: 2.5 + 0.5 + 1 + 0.5 s, within the 5 s

@@ -57,6 +57,23 @@ const (
 	sweepWindow = 2 * time.Second
 )
 
+// changeWatchHeartbeat (a workflow.GetVersion change ID; never reuse or remove it while
+// histories that lack it may replay): a release's long WatchReplicas activities run with a
+// heartbeat timeout of watchHeartbeat instead of the engine activities' 2.5 s. A watch
+// holds no step of the release back: what its heartbeat buys is a retry on another worker
+// when its worker dies, and that retry resumes from the engine time of its last heartbeat
+// (the engine replays its events from then on), so a slower takeover misses no event; the
+// final sweep looks again before the release may pass. With 2.5 s (a heartbeat RPC every
+// 2 s, each a write of the release's mutable state) a 120-service release's watches sent
+// about a hundred heartbeats a second to its one workflow, and on a loaded topology a
+// heartbeat slower than the timeout cancels its activity (the SDK counts it as timed out):
+// watches ran out of attempts and the release rolled back (BENCHMARKS.md, the 120-service
+// release). The sweep's short watches keep the short timeout: the release waits for them.
+const (
+	changeWatchHeartbeat = "watch-heartbeat"
+	watchHeartbeat       = 30 * time.Second
+)
+
 type watchKey struct{ service, cluster string }
 
 // watches is the release's lifecycle watches.
@@ -69,6 +86,16 @@ type watches struct {
 	cancels  []workflow.CancelFunc
 	starting map[string]int       // container name → StartReplicas activities waiting for it
 	doneAt   map[string]time.Time // service → when its last wave ended
+	slowBeat bool                 // changeWatchHeartbeat
+}
+
+// watchOptions is the context of one long WatchReplicas activity (changeWatchHeartbeat).
+func (r *release) watchOptions(ctx workflow.Context) workflow.Context {
+	actx := optionsFor(ctx, ActivityWatchReplicas, watchWindow)
+	if r.watch.slowBeat {
+		actx = workflow.WithHeartbeatTimeout(actx, watchHeartbeat)
+	}
+	return actx
 }
 
 // watchReplicas is called by startReplicas before it starts the slots names of service s on
@@ -84,6 +111,7 @@ func (r *release) watchReplicas(ctx workflow.Context, s spec.Service, cp *Cluste
 		w.from = map[watchKey]time.Time{}
 		w.starting = map[string]int{}
 		w.doneAt = map[string]time.Time{}
+		w.slowBeat = w.on && workflow.GetVersion(ctx, changeWatchHeartbeat, workflow.DefaultVersion, 1) >= 1
 	}
 	if !w.on || w.stopped {
 		return func() {}
@@ -97,7 +125,7 @@ func (r *release) watchReplicas(ctx workflow.Context, s spec.Service, cp *Cluste
 		in := WatchInput{Target: r.tgt[cp.Cluster], Release: r.in.ID, Service: s.Name, Version: s.Version, Slots: cp.ReplicasTo, Window: watchWindow}
 		wctx, cancel := workflow.WithCancel(ctx)
 		w.cancels = append(w.cancels, cancel)
-		f := workflow.ExecuteActivity(optionsFor(wctx, ActivityWatchReplicas, watchWindow), ActivityWatchReplicas, in)
+		f := workflow.ExecuteActivity(r.watchOptions(wctx), ActivityWatchReplicas, in)
 		workflow.Go(wctx, func(gctx workflow.Context) { r.watchLoop(gctx, s, cp, in, f) })
 		r.event(ctx, r.st.Phase, s.Name, cp.Cluster, fmt.Sprintf("watching the new replicas of %s (exit, out of memory, restart, unhealthy) until the release ends", s.Version))
 	}
@@ -128,7 +156,7 @@ func (r *release) watchLoop(ctx workflow.Context, s spec.Service, cp *ClusterPla
 			if !res.Since.IsZero() {
 				in.Since = res.Since
 			}
-			f = workflow.ExecuteActivity(optionsFor(ctx, ActivityWatchReplicas, watchWindow), ActivityWatchReplicas, in)
+			f = workflow.ExecuteActivity(r.watchOptions(ctx), ActivityWatchReplicas, in)
 			continue
 		}
 		ev := *res.Event

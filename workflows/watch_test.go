@@ -1,6 +1,7 @@
 package workflows
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	historypb "go.temporal.io/api/history/v1"
 	"go.temporal.io/api/temporalproto"
 	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
 	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 
@@ -206,6 +208,37 @@ func TestWatchWindows(t *testing.T) {
 	// the next watch resumed where the previous one returned
 	require.True(t, w.watch.results[windows[0]].Since.Equal(w.watch.inputs[windows[1]].Since))
 	require.True(t, hasEvent(st, "bake passed"))
+}
+
+// TestWatchHeartbeat: the long watches heartbeat with watchHeartbeat (changeWatchHeartbeat),
+// the sweep's short ones and the release's other activities with the engine activities'
+// heartbeatTimeout (a release waits for them: a lost worker must be noticed fast).
+func TestWatchHeartbeat(t *testing.T) {
+	w := twoClusters("web")
+	var mu sync.Mutex
+	beats := map[string]time.Duration{} // "long" / "sweep" / activity type → heartbeat timeout
+	st, _ := run(t, w, ReleaseInput{Spec: testSpec(svc("web", "1.1.0"))}, func(env *testsuite.TestWorkflowEnvironment) {
+		env.SetOnActivityStartedListener(func(info *activity.Info, ctx context.Context, args converter.EncodedValues) {
+			key := info.ActivityType.Name
+			if key == ActivityWatchReplicas {
+				var in WatchInput
+				require.NoError(t, args.Get(&in))
+				key = map[bool]string{true: "long", false: "sweep"}[in.Window == watchWindow]
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if old, ok := beats[key]; ok && old != info.HeartbeatTimeout {
+				t.Errorf("%s: heartbeat timeouts %s and %s", key, old, info.HeartbeatTimeout)
+			}
+			beats[key] = info.HeartbeatTimeout
+		})
+	})
+	require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+	require.Equal(t, watchHeartbeat, beats["long"])
+	require.Equal(t, heartbeatTimeout, beats["sweep"])
+	for _, a := range []string{ActivityStartReplicas, ActivityVerify, ActivitySetTraffic} {
+		require.Equal(t, heartbeatTimeout, beats[a], a)
+	}
 }
 
 // TestWatchCannotBeTaken: an engine whose events cannot be read, attempt after attempt,
