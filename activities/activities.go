@@ -30,7 +30,8 @@ type Options struct {
 	// HeartbeatEvery is how often every activity heartbeats while it runs (default 1s; the
 	// worker sends at most one a second). The workflows' heartbeat timeout (2.5s) lets one
 	// heartbeat be late: a worker that dies is noticed within it, and the activity retried
-	// on another one.
+	// on another one. An activity with a longer heartbeat timeout (the watches' 30 s)
+	// heartbeats every two fifths of it instead (heartbeatPeriod).
 	HeartbeatEvery time.Duration
 	// DialTimeout bounds the TCP connect of one verification probe (default 1s): a replica
 	// that cannot be reached in that time counts as unreachable, not as slow. (A refused
@@ -162,6 +163,7 @@ func startHeartbeat(ctx context.Context, every time.Duration, details any) *hear
 		close(h.done)
 		return h
 	}
+	every = heartbeatPeriod(ctx, every)
 	go func() {
 		defer close(h.done)
 		t := time.NewTicker(every)
@@ -181,6 +183,21 @@ func startHeartbeat(ctx context.Context, every time.Duration, details any) *hear
 		}
 	}()
 	return h
+}
+
+// heartbeatPeriod is how often an activity heartbeats: every (Options.HeartbeatEvery), or
+// two fifths of the activity's heartbeat timeout when that is longer. The engine activities'
+// 2.5 s timeout keeps a heartbeat a second, so a lost worker is noticed fast; the watches
+// that hold no step back run with 30 s (the workflows' changeWatchHeartbeat and
+// changeLockWatchHeartbeat) and heartbeat every 12 s. Each heartbeat is a write of its
+// workflow's state: a 120-service release's watches and locks at one a second were some 240
+// writes a second (BENCHMARKS.md). A slower heartbeat also hears of a cancel later; nothing
+// waits for a cancelled watch.
+func heartbeatPeriod(ctx context.Context, every time.Duration) time.Duration {
+	if p := activity.GetInfo(ctx).HeartbeatTimeout * 2 / 5; p > every {
+		return p
+	}
+	return every
 }
 
 // beat heartbeats without details every HeartbeatEvery until the returned function is

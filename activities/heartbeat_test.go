@@ -12,8 +12,10 @@ import (
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/client"
 	"go.temporal.io/sdk/interceptor"
+	"go.temporal.io/sdk/temporal"
 	"go.temporal.io/sdk/testsuite"
 	sdkworker "go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
 
 	"github.com/slipwayhq/slipway/activities"
 	"github.com/slipwayhq/slipway/engine"
@@ -178,4 +180,35 @@ func (o *beatOut) RecordHeartbeat(ctx context.Context, details ...any) {
 	o.r.beats = append(o.r.beats, details)
 	o.r.mu.Unlock()
 	o.Next.RecordHeartbeat(ctx, details...)
+}
+
+// TestHeartbeatFollowsTheTimeout: an activity heartbeats every HeartbeatEvery, or two fifths
+// of its heartbeat timeout when that is longer (the watches that hold no step back run with
+// 30 s: a heartbeat every 12 s, not every second). Here WatchReplicas waits 1.2 s on an
+// engine that does not answer, heartbeating every 50 ms under a 100 ms timeout, every 400 ms
+// under a 1 s one.
+func TestHeartbeatFollowsTheTimeout(t *testing.T) {
+	const every, wait = 50 * time.Millisecond, 1200 * time.Millisecond
+	beatsUnder := func(timeout time.Duration) int {
+		var s testsuite.WorkflowTestSuite
+		env := s.NewTestWorkflowEnvironment()
+		beats := &beatRecorder{}
+		env.SetWorkerOptions(sdkworker.Options{Interceptors: []interceptor.WorkerInterceptor{beats}})
+		activities.Register(env, activities.New(slowDialer{wait: wait}, activities.Options{HeartbeatEvery: every}))
+		wf := func(ctx workflow.Context) error {
+			ctx = workflow.WithActivityOptions(ctx, workflow.ActivityOptions{StartToCloseTimeout: time.Minute, HeartbeatTimeout: timeout,
+				RetryPolicy: &temporal.RetryPolicy{MaximumAttempts: 1}})
+			return workflow.ExecuteActivity(ctx, workflows.ActivityWatchReplicas, workflows.WatchInput{
+				Target: workflows.Target{Environment: "hb", Cluster: "a"}, Service: "web", Version: "1.1.0", Slots: 1, Window: time.Minute}).Get(ctx, nil)
+		}
+		env.RegisterWorkflowWithOptions(wf, workflow.RegisterOptions{Name: "watch"})
+		env.ExecuteWorkflow("watch")
+		require.True(t, env.IsWorkflowCompleted())
+		require.Error(t, env.GetWorkflowError(), "the engine cannot be reached")
+		return len(beats.all())
+	}
+	fast, slow := beatsUnder(100*time.Millisecond), beatsUnder(time.Second)
+	require.GreaterOrEqual(t, fast, int(wait/every)/2, "every %s under a 100ms timeout", every)
+	require.LessOrEqual(t, slow, int(wait/(400*time.Millisecond))+1, "every 400ms under a 1s timeout")
+	require.GreaterOrEqual(t, slow, 2, "still heartbeats under a 1s timeout")
 }

@@ -50,13 +50,14 @@ func RegisterReleases(r sdkworker.ActivityRegistry, a *Releases) {
 // when the run closes, so a lock notices a terminated release at once, and a lock costs one
 // request per server long-poll interval (20 s by default), not one a second; a release of 120
 // services has 120 locks watching it (asking each second starved a 2-core machine,
-// BENCHMARKS.md). It heartbeats every second while it waits, so a retry on another worker
-// takes over within the heartbeat timeout.
+// BENCHMARKS.md). It heartbeats while it waits (every 12 s under the lock watch's 30 s
+// heartbeat timeout, see heartbeatPeriod), so a retry on another worker takes over within
+// the heartbeat timeout.
 func (a *Releases) WatchRelease(ctx context.Context, in workflows.WatchReleaseInput) (workflows.ReleaseEnd, error) {
 	if in.WorkflowID == "" || in.RunID == "" {
 		return workflows.ReleaseEnd{}, badInput("WatchRelease needs a workflow and a run ID")
 	}
-	defer heartbeatEvery(ctx, time.Second)()
+	defer startHeartbeat(ctx, DefaultHeartbeatEvery, nil).close()
 	// wctx ends with the window. It is cancelled, not given a deadline: the server answers a
 	// long poll whose deadline is less than a second away at once, and the SDK asks again at
 	// once, so a deadline would make each window end in hundreds of requests.
@@ -158,33 +159,12 @@ func (a *Releases) RunRepair(ctx context.Context, in workflows.RepairInput) (wor
 	case err != nil:
 		return workflows.ReleaseStatus{}, fmt.Errorf("start repair %s: %w", id, err)
 	}
-	stop := heartbeatEvery(ctx, time.Second)
-	defer stop()
+	defer startHeartbeat(ctx, DefaultHeartbeatEvery, nil).close()
 	var st workflows.ReleaseStatus
 	if err := run.Get(ctx, &st); err != nil {
 		return st, fmt.Errorf("repair %s: %w", id, err)
 	}
 	return st, nil
-}
-
-// heartbeatEvery heartbeats (without details) until stop is called.
-func heartbeatEvery(ctx context.Context, d time.Duration) (stop func()) {
-	done := make(chan struct{})
-	go func() {
-		t := time.NewTicker(d)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				activity.RecordHeartbeat(ctx)
-			}
-		}
-	}()
-	return func() { close(done) }
 }
 
 // ReleaseState reads what a closed release run had done (its repair-state query, answered by
@@ -196,7 +176,7 @@ func (a *Releases) ReleaseState(ctx context.Context, in workflows.ReleaseStateIn
 	if in.WorkflowID == "" || in.RunID == "" {
 		return res, badInput("ReleaseState needs a workflow and a run ID")
 	}
-	defer heartbeatEvery(ctx, time.Second)()
+	defer startHeartbeat(ctx, DefaultHeartbeatEvery, nil).close()
 	d, err := a.tc.DescribeWorkflowExecution(ctx, in.WorkflowID, "")
 	if err != nil {
 		return res, fmt.Errorf("describe %s: %w", in.WorkflowID, err)
@@ -263,7 +243,7 @@ func closeText(ev *historypb.HistoryEvent) string {
 // empty state.
 func (a *Releases) DescribeLock(ctx context.Context, in workflows.DescribeLockInput) (workflows.LockState, error) {
 	var ls workflows.LockState
-	defer heartbeatEvery(ctx, time.Second)()
+	defer startHeartbeat(ctx, DefaultHeartbeatEvery, nil).close()
 	resp, err := a.tc.QueryWorkflowWithOptions(ctx, &client.QueryWorkflowWithOptionsRequest{
 		WorkflowID: in.LockID, QueryType: workflows.QueryLock,
 		QueryRejectCondition: enumspb.QUERY_REJECT_CONDITION_NOT_OPEN,

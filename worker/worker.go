@@ -51,9 +51,11 @@ func New(c client.Client, d engine.Dialer, opts Options) (sdkworker.Worker, erro
 	w := sdkworker.New(c, opts.TaskQueue, sdkworker.Options{
 		Identity:                           opts.Identity,
 		MaxConcurrentActivityExecutionSize: opts.MaxConcurrentActivities,
-		// Heartbeats reach the server at least every second (the SDK's default waits up to 80%
-		// of the heartbeat timeout): an abort or a cancel reaches a long activity — a soak, a
-		// health wait, a load test — within a second instead of several.
+		// Heartbeats reach the server as the activity records them, at most one a second (the
+		// SDK's default holds them up to 80% of the heartbeat timeout): an abort or a cancel
+		// reaches a long activity — a soak, a health wait, a load test — within a second
+		// instead of several. (The watches that hold no step back record one every 12 s:
+		// activities' heartbeatPeriod.)
 		MaxHeartbeatThrottleInterval:     time.Second,
 		DefaultHeartbeatThrottleInterval: time.Second,
 		// A worker that dies is replaced within seconds: its activities' heartbeats stop
