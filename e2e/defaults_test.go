@@ -99,10 +99,18 @@ func TestDefaultsPassNoisyGoodVersions(t *testing.T) {
 // soak), before any batch of the rollout.
 func requireCaughtAtCanary(t testing.TB, st workflows.ReleaseStatus) {
 	t.Helper()
-	last := st.Verdicts[len(st.Verdicts)-1]
+	last := lastVerdict(t, st)
 	require.Equal(t, workflows.VerdictFailed, last.Result, last.Reason)
 	require.Contains(t, []string{"canary", "watch"}, last.Stage, last.Reason)
 	require.True(t, caughtAtCanary(st), "a batch was verified before the failure: %+v", st.Verdicts)
+}
+
+// lastVerdict is the release's last verdict; a release without one fails t (with its
+// reason) instead of panicking the whole package's run.
+func lastVerdict(t testing.TB, st workflows.ReleaseStatus) workflows.Verdict {
+	t.Helper()
+	require.NotEmpty(t, st.Verdicts, "no verdict: %s", st.Reason)
+	return st.Verdicts[len(st.Verdicts)-1]
 }
 
 // caughtAtCanary reports whether a release failed before any batch or wave was verified.

@@ -423,7 +423,7 @@ func TestBadVersionsCaughtAtTheCanary(t *testing.T) {
 			require.Contains(t, st.Reason, "canary")
 			// the old version serves, and nothing of the bad one is left, running or not
 			require.Empty(t, f.requireServes("1.0.0"))
-			last := st.Verdicts[len(st.Verdicts)-1]
+			last := lastVerdict(t, st)
 			require.Equal(t, workflows.VerdictFailed, last.Result)
 			require.Equal(t, "canary", last.Stage)
 			require.Contains(t, last.Evidence.Rule, tc.rule)
@@ -542,6 +542,6 @@ func TestRollbackWithPreviousKeptStopped(t *testing.T) {
 	st := f.wait(f.release("stopped", workflows.ReleaseInput{Spec: f.spec("bad-errors", stopped)}))
 	require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
 	require.Contains(t, st.Reason, "failed verification")
-	require.Contains(t, st.Verdicts[len(st.Verdicts)-1].Evidence.Rule, "error")
+	require.Contains(t, lastVerdict(t, st).Evidence.Rule, "error")
 	require.Empty(t, f.requireServes("1.0.0"), "nothing of bad-errors left")
 }

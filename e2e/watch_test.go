@@ -25,7 +25,7 @@ func TestWatchCatchesALaterCrash(t *testing.T) {
 	})}))
 
 	require.Equal(t, workflows.OutcomeRolledBack, st.Outcome, st.Reason)
-	last := st.Verdicts[len(st.Verdicts)-1]
+	last := lastVerdict(t, st)
 	require.Equal(t, workflows.VerdictFailed, last.Result)
 	require.Equal(t, workflows.StageWatch, last.Stage)
 	ev := last.Evidence.Event

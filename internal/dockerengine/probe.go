@@ -172,6 +172,27 @@ func (e *Engine) netMode(ctx context.Context, op string, at engine.ProbeAt) (con
 	return container.NetworkMode(nets[0].ID), labels, nil
 }
 
+// besideGone reports whether a probe container that was to share the network namespace of
+// a replica (mode container:<id>) could not be created or started because that replica
+// stopped meanwhile. The engine says so in words that depend on the moment: "non running
+// container" when the create sees it stopped, a runc error about a namespace path that no
+// longer exists (/proc/<pid>/ns/net) when it dies between the create and the start, as an
+// OOM-killed replica does. So it asks the engine whether the replica still runs.
+func (e *Engine) besideGone(ctx context.Context, op string, mode container.NetworkMode, err error) bool {
+	if !mode.IsContainer() {
+		return false
+	}
+	if strings.Contains(err.Error(), "non running container") {
+		return true
+	}
+	c, ierr := e.inspect(ctx, op, mode.ConnectedContainer())
+	if ierr != nil {
+		var ee *engine.Error
+		return errors.As(ierr, &ee) && ee.Kind == engine.KindNotFound
+	}
+	return c.State == nil || !c.State.Running
+}
+
 func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job probe.Job, emit func(probe.Result)) error {
 	op := fmt.Sprintf("probe on %s of engine %s", at.Network, e.host)
 	img, agentArgs, err := e.ensureProbeImage(ctx)
@@ -227,7 +248,7 @@ func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job pr
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.opts.CallTimeout)
 	created, err := e.cli.ContainerCreate(cctx, cfg, hostCfg, nil, nil, name)
 	cancel()
-	if err != nil && len(at.Beside) > 0 && strings.Contains(err.Error(), "non running container") {
+	if err != nil && e.besideGone(ctx, op, mode, err) {
 		// The container it was to share a network with stopped meanwhile: on the network.
 		return e.probeInContainer(ctx, engine.ProbeAt{Network: at.Network}, job, emit)
 	}
@@ -252,7 +273,7 @@ func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job pr
 	cctx, cancel = e.call(ctx)
 	err = e.cli.ContainerStart(cctx, created.ID, container.StartOptions{})
 	cancel()
-	if err != nil && len(at.Beside) > 0 && strings.Contains(err.Error(), "non running container") {
+	if err != nil && e.besideGone(ctx, op, mode, err) {
 		e.removeProbe(ctx, created.ID)
 		return e.probeInContainer(ctx, engine.ProbeAt{Network: at.Network}, job, emit)
 	}

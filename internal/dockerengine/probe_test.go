@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+
 	"github.com/slipwayhq/slipway/engine"
 	"github.com/slipwayhq/slipway/internal/testenv"
 	"github.com/slipwayhq/slipway/probe"
@@ -198,5 +200,39 @@ func TestProbeNeedsTheNetwork(t *testing.T) {
 	}, func(probe.Result) {})
 	if engine.KindOf(err) != engine.KindNotFound || !strings.Contains(err.Error(), "nowhere") {
 		t.Errorf("err = %v, want NotFound naming the network", err)
+	}
+}
+
+// TestBesideGone: a probe that was to join a replica's network namespace falls back to the
+// network when the replica stopped between the probe's create and its start (an OOM kill
+// at that moment: the engine's error is then runc's about a namespace path, not "non
+// running container"). besideGone asks the engine instead of reading the error's words.
+func TestBesideGone(t *testing.T) {
+	f := setup(t, "a")
+	s := f.spec("a", "web", "1.0.0", 0)
+	c := mustEnsure(t, f.e, s)
+	ctx := ctxT(t, time.Minute)
+	mode := container.NetworkMode("container:" + c.ID)
+	runc := errors.New("failed to create shim task: OCI runtime create failed: runc create failed: unable to create new parent process: namespace path: lstat /proc/1/ns/net: no such file or directory")
+	if f.e.besideGone(ctx, "test", mode, runc) {
+		t.Fatal("a running replica is not gone")
+	}
+	if f.e.besideGone(ctx, "test", container.NetworkMode(s.Network), runc) {
+		t.Fatal("a probe on the network joins no replica")
+	}
+	if !f.e.besideGone(ctx, "test", mode, errors.New("cannot join network of a non running container")) {
+		t.Fatal("the engine's own words")
+	}
+	if err := f.e.Stop(ctx, s.ContainerName(), time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if !f.e.besideGone(ctx, "test", mode, runc) {
+		t.Fatal("a stopped replica is gone")
+	}
+	if err := f.e.Remove(ctx, s.ContainerName()); err != nil {
+		t.Fatal(err)
+	}
+	if !f.e.besideGone(ctx, "test", mode, runc) {
+		t.Fatal("a removed replica is gone")
 	}
 }
