@@ -9,10 +9,14 @@
 //
 // The allow-list has one test per line, `<package> <test>` (a subtest as Parent/sub),
 // then a comment saying why it may skip; # starts a comment line.
+//
+// Last it prints the slowest top-level tests (-slowest, 10 by default): where a CI run's
+// minutes went.
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -51,11 +55,20 @@ type report struct {
 	passed  int
 	failed  []key
 	pkgFail []string
+	slowest int
+	timed   []timed // top-level tests that ended, with their time
+}
+
+// timed is a top-level test and its run time.
+type timed struct {
+	key
+	secs float64
 }
 
 func main() {
 	noSkips := flag.Bool("no-skips", false, "fail when a test skips without being on the allow-list")
 	allowFile := flag.String("allow", "", "allow-list of tests that may skip (one `<package> <test>` per line)")
+	slowest := flag.Int("slowest", 10, "print the `n` slowest top-level tests")
 	flag.Parse()
 	allow := map[key]bool{}
 	if *allowFile != "" {
@@ -65,7 +78,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	r := &report{out: os.Stdout, allow: allow, output: map[key][]string{}, builds: map[string][]string{}, running: map[string]bool{}}
+	r := &report{out: os.Stdout, allow: allow, output: map[key][]string{}, builds: map[string][]string{}, running: map[string]bool{}, slowest: *slowest}
 	if err := r.read(os.Stdin); err != nil {
 		fmt.Fprintln(os.Stderr, "testreport:", err)
 		os.Exit(2)
@@ -122,6 +135,9 @@ func (r *report) event(e event) {
 		case "pass", "fail", "skip":
 			delete(r.running, e.Package)
 		}
+	}
+	if (e.Action == "pass" || e.Action == "fail") && e.Test != "" && !strings.Contains(e.Test, "/") {
+		r.timed = append(r.timed, timed{k, e.Elapsed})
 	}
 	switch e.Action {
 	case "build-output":
@@ -209,11 +225,24 @@ func (r *report) summary(noSkips bool) bool {
 		r.printf("; packages failed: %s", strings.Join(r.pkgFail, " "))
 	}
 	r.printf("\n")
+	r.printSlowest()
 	if refused > 0 {
 		r.printf("testreport: %d test(s) skipped that may not skip here: make them run, or add them to .ci/allowed-skips with the reason\n", refused)
 		ok = false
 	}
 	return ok
+}
+
+// printSlowest prints the r.slowest slowest top-level tests, slowest first.
+func (r *report) printSlowest() {
+	if r.slowest <= 0 || len(r.timed) == 0 {
+		return
+	}
+	slices.SortStableFunc(r.timed, func(a, b timed) int { return cmp.Compare(b.secs, a.secs) })
+	r.printf("slowest tests:\n")
+	for _, t := range r.timed[:min(r.slowest, len(r.timed))] {
+		r.printf("  %7.1fs %s %s\n", t.secs, t.pkg, t.test)
+	}
 }
 
 // skipReason is the message of a t.Skip: the indented log lines before "--- SKIP".

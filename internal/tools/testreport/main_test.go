@@ -9,7 +9,7 @@ import (
 func run(t *testing.T, noSkips bool, allow map[key]bool, lines ...string) (bool, string) {
 	t.Helper()
 	var out strings.Builder
-	r := &report{out: &out, allow: allow, output: map[key][]string{}, builds: map[string][]string{}, running: map[string]bool{}}
+	r := &report{out: &out, allow: allow, output: map[key][]string{}, builds: map[string][]string{}, running: map[string]bool{}, slowest: 2}
 	if err := r.read(strings.NewReader(strings.Join(lines, "\n"))); err != nil {
 		t.Fatal(err)
 	}
@@ -73,5 +73,18 @@ func TestAStreamCutShortFails(t *testing.T) {
 func TestNothingRanFails(t *testing.T) {
 	if ok, _ := run(t, false, nil); ok {
 		t.Fatal("an empty run passed")
+	}
+}
+
+func TestPrintsTheSlowestTopLevelTests(t *testing.T) {
+	_, out := run(t, false, nil, start,
+		`{"Action":"pass","Package":"p","Test":"TestA","Elapsed":1.5}`,
+		`{"Action":"pass","Package":"p","Test":"TestB/sub","Elapsed":99}`,
+		`{"Action":"pass","Package":"p","Test":"TestB","Elapsed":120}`,
+		`{"Action":"fail","Package":"p","Test":"TestC","Elapsed":7}`,
+		okLine, passPkg)
+	want := "slowest tests:\n    120.0s p TestB\n      7.0s p TestC\n"
+	if !strings.Contains(out, want) || strings.Contains(out, "TestB/sub") {
+		t.Fatalf("want\n%s\nin\n%s", want, out)
 	}
 }
