@@ -431,7 +431,7 @@ func (r *release) runService(ctx workflow.Context, name string) error {
 		}
 	}
 	for _, w := range sortedInts(waves) {
-		if err := r.holdIfPaused(ctx); err != nil {
+		if err := r.holdIfPaused(ctx, name); err != nil {
 			return err
 		}
 		cps := waves[w]
@@ -550,7 +550,7 @@ func (r *release) rolloutCluster(ctx workflow.Context, s spec.Service, cp *Clust
 		return r.verify(ctx, s.Name, cp, stage, r.newNames(s, cp, from, to), pol.Verify.Duration.D())
 	}
 	for bi := 0; bi < batches; bi++ {
-		if err := r.holdIfPaused(ctx); err != nil {
+		if err := r.holdIfPaused(ctx, s.Name); err != nil {
 			return err
 		}
 		from, to := bi*b, min((bi+1)*b, n)
@@ -835,11 +835,20 @@ func (r *release) gatePerService(ctx workflow.Context, service, cluster, why str
 	return nil
 }
 
-// holdIfPaused holds before the next batch or wave while the release is paused; a pause
-// longer than MaxPause rolls back.
-func (r *release) holdIfPaused(ctx workflow.Context) error {
+// holdIfPaused holds service before its next batch or wave while the release is paused; a
+// pause longer than MaxPause rolls back. The service's phase reads paused meanwhile (status
+// only: no command depends on it).
+func (r *release) holdIfPaused(ctx workflow.Context, service string) error {
 	if !r.paused {
 		return nil
+	}
+	if prev := r.svcPhaseOf(service); prev != PhasePaused {
+		r.svcPhase(service, PhasePaused)
+		defer func() {
+			if r.svcPhaseOf(service) == PhasePaused {
+				r.svcPhase(service, prev)
+			}
+		}()
 	}
 	limit := DefaultMaxPause
 	if r.in.MaxPause > 0 {
