@@ -218,7 +218,7 @@ func TestWatchHeartbeat(t *testing.T) {
 	var mu sync.Mutex
 	beats := map[string]time.Duration{} // "long" / "sweep" / activity type → heartbeat timeout
 	st, _ := run(t, w, ReleaseInput{Spec: testSpec(svc("web", "1.1.0"))}, func(env *testsuite.TestWorkflowEnvironment) {
-		env.SetOnActivityStartedListener(func(info *activity.Info, ctx context.Context, args converter.EncodedValues) {
+		env.SetOnActivityStartedListener(func(info *activity.Info, _ context.Context, args converter.EncodedValues) {
 			key := info.ActivityType.Name
 			if key == ActivityWatchReplicas {
 				var in WatchInput
