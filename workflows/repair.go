@@ -315,8 +315,8 @@ const (
 // WatchRelease runs with a heartbeat timeout of lockWatchHeartbeat instead of the engine
 // activities' 2.5 s. The watch long-polls its release; what its heartbeat buys is a retry on
 // another worker when its worker dies, and a lock may take that long to notice. With 2.5 s
-// (a heartbeat RPC every 2 s, each a write of the lock's mutable state) the 120 locks of a
-// 120-service release sent 60 heartbeats a second, and on a loaded topology a heartbeat
+// the 120 locks of a 120-service release each sent a heartbeat RPC a second (the worker's
+// throttle; each a write of the lock's mutable state), and on a loaded topology a heartbeat
 // slower than 2 s cancels its activity (the SDK counts it as a heartbeat timeout): hundreds of
 // failed watches a minute (BENCHMARKS.md, the 120-service release on the production topology).
 const (

@@ -64,8 +64,8 @@ const (
 // when its worker dies, and that retry resumes from the engine time of its last heartbeat
 // (the engine replays its events from then on), so a slower takeover misses no event; the
 // final sweep looks again before the release may pass. With 2.5 s (a heartbeat RPC every
-// 2 s, each a write of the release's mutable state) a 120-service release's watches sent
-// about a hundred heartbeats a second to its one workflow, and on a loaded topology a
+// second, the worker's throttle, each a write of the release's mutable state) a 120-service
+// release's watches sent 120 heartbeats a second to its one workflow, and on a loaded topology a
 // heartbeat slower than the timeout cancels its activity (the SDK counts it as timed out):
 // watches ran out of attempts and the release rolled back (BENCHMARKS.md, the 120-service
 // release). The sweep's short watches keep the short timeout: the release waits for them.
