@@ -249,7 +249,9 @@ func (e *Engine) probeInContainer(ctx context.Context, at engine.ProbeAt, job pr
 	created, err := e.cli.ContainerCreate(cctx, cfg, hostCfg, nil, nil, name)
 	cancel()
 	if err != nil && e.besideGone(ctx, op, mode, err) {
-		// The container it was to share a network with stopped meanwhile: on the network.
+		// The container it was to share a network with stopped meanwhile: on the network
+		// (after removing one this create may have made, its answer lost, as below).
+		e.removeProbe(ctx, name)
 		return e.probeInContainer(ctx, engine.ProbeAt{Network: at.Network}, job, emit)
 	}
 	if err != nil {
