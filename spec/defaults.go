@@ -20,6 +20,14 @@ const (
 	DefaultHealthRetries   = 3
 	DefaultHealthDeadline  = 60 * time.Second
 	DefaultBatchSize       = 1
+	// DefaultMaxParallelServices caps how many services one release changes at once when
+	// the spec says nothing (rollout.max_parallel_services): controlled onboarding, "never too many
+	// services at once". Uncapped, the 48 services of one depends_on layer of a 120-service
+	// release started together, drove a 2-core machine's load to 30 and rolled the release
+	// back on missed heartbeats (BENCHMARKS.md, the 120-service release); 40 uncapped
+	// succeeded. Eight keeps a typical environment's release (a handful of services)
+	// unchanged and a large one a steady stream.
+	DefaultMaxParallelServices = 8
 	// DefaultVerificationInterval: every replica gets each request 100 times a second, so a
 	// 10 s window holds 1,000 pairs per canary replica: enough to tell 5 % errors from 0.5 %
 	// at the default confidence (see docs/spec.md, "How a verdict is reached").
@@ -45,6 +53,7 @@ const (
 
 // ApplyDefaults completes an Environment so the workflow sees every policy spelled out:
 //
+//   - rollout.max_parallel_services gets DefaultMaxParallelServices when it is 0 or unset;
 //   - clusters get wave 1 when they have none; when no cluster says canary: true, the first
 //     cluster (in file order) of the lowest wave becomes the canary cluster;
 //   - a service with no clusters runs on every cluster (the list is filled in, file order);
@@ -59,6 +68,7 @@ const (
 //
 // ApplyDefaults is idempotent, also after a JSON round trip. Parse calls it.
 func ApplyDefaults(env *Environment) {
+	setIfZero(&env.Rollout.MaxParallelServices, DefaultMaxParallelServices)
 	for i := range env.Clusters {
 		if env.Clusters[i].Wave == 0 {
 			env.Clusters[i].Wave = DefaultWave

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/temporal"
@@ -35,13 +36,42 @@ type fakeWorld struct {
 	verifies []VerifyInput
 	stops    []ContainersInput
 	watch    fakeWatch // what the engines report of the new replicas (watch_fake_test.go)
+	// pace holds StartReplicas and StopReplicas that long before they act, so the calls a
+	// workflow runs together overlap; inFlight and maxInFlight count them (by activity).
+	pace        time.Duration
+	inFlight    map[string]int
+	maxInFlight map[string]int
 }
 
 func newWorld(env string) *fakeWorld {
 	return &fakeWorld{
 		env: env, clusters: map[string]map[string]*engine.Container{},
 		down: map[string]bool{}, unhealthy: map[string]bool{}, missing: map[string]bool{}, stubborn: map[string]bool{},
+		inFlight: map[string]int{}, maxInFlight: map[string]int{},
 	}
+}
+
+// enter counts one call of an activity in flight until the returned func runs, and holds
+// it for pace first (unlocked: the calls overlap).
+func (w *fakeWorld) enter(activity string) (leave func()) {
+	w.mu.Lock()
+	w.inFlight[activity]++
+	w.maxInFlight[activity] = max(w.maxInFlight[activity], w.inFlight[activity])
+	pace := w.pace
+	w.mu.Unlock()
+	time.Sleep(pace)
+	return func() {
+		w.mu.Lock()
+		w.inFlight[activity]--
+		w.mu.Unlock()
+	}
+}
+
+// MaxInFlight is the most calls of an activity that ran at once.
+func (w *fakeWorld) MaxInFlight(activity string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.maxInFlight[activity]
 }
 
 type activityRegistry interface {
@@ -223,6 +253,7 @@ func (w *fakeWorld) EnsureNetwork(_ context.Context, in EnsureNetworkInput) erro
 }
 
 func (w *fakeWorld) StartReplicas(_ context.Context, in StartReplicasInput) (StartReplicasResult, error) {
+	defer w.enter(ActivityStartReplicas)()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.call("StartReplicas %s %s %s %v %s", in.Target.Cluster, in.Service.Name, in.Service.Version, in.Slots, in.Role)
@@ -275,6 +306,7 @@ func (w *fakeWorld) SetTraffic(_ context.Context, in SetTrafficInput) error {
 }
 
 func (w *fakeWorld) StopReplicas(_ context.Context, in ContainersInput) (StopReplicasResult, error) {
+	defer w.enter(ActivityStopReplicas)()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.call("StopReplicas %s %v", in.Target.Cluster, in.Names)

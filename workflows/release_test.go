@@ -635,6 +635,47 @@ func TestReleaseMaxParallelClusters(t *testing.T) {
 	require.Greater(t, len(clusterRuns(w)), 3, "no limit: the clusters of a wave change together, got %v", w.Calls("StartReplicas"))
 }
 
+// TestReleaseMaxParallelServices: with a spec that sets no cap, a release changes at most
+// spec.DefaultMaxParallelServices services at once, and cleans up the previous versions of
+// at most as many service × cluster pairs at once; a larger cap lets more run together.
+func TestReleaseMaxParallelServices(t *testing.T) {
+	const n = 20
+	release := func(limit int) *fakeWorld {
+		var services []spec.Service
+		for i := 0; i < n; i++ {
+			services = append(services, svc(fmt.Sprintf("s%02d", i), "1.1.0", func(s *spec.Service) {
+				s.Canary = &spec.Canary{Skip: true}
+				s.Verification = &spec.Verification{Skip: true}
+			}))
+		}
+		env := spec.Environment{Environment: "staging", Clusters: []spec.Cluster{{Name: "a", Wave: 1}, {Name: "b", Wave: 2}},
+			Rollout: spec.EnvironmentRollout{MaxParallelServices: limit}, Services: services}
+		spec.ApplyDefaults(&env)
+		w := newWorld("staging")
+		w.pace = 5 * time.Millisecond
+		for _, s := range services {
+			w.seed("a", s.Name, "1.0.0", 2)
+			w.seed("b", s.Name, "1.0.0", 2)
+		}
+		st, _ := run(t, w, ReleaseInput{Spec: env})
+		require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+		for _, s := range services {
+			requireServing(t, w, "b", s.Name, "1.1.0", 2)
+		}
+		return w
+	}
+	w := release(0)
+	require.Equal(t, spec.DefaultMaxParallelServices, 8)
+	require.LessOrEqual(t, w.MaxInFlight(ActivityStartReplicas), spec.DefaultMaxParallelServices, "the default cap on services")
+	require.Greater(t, w.MaxInFlight(ActivityStartReplicas), 1, "services of a layer still change together")
+	require.LessOrEqual(t, w.MaxInFlight(ActivityStopReplicas), spec.DefaultMaxParallelServices, "the clean-up keeps to the cap")
+	require.Greater(t, w.MaxInFlight(ActivityStopReplicas), 1)
+
+	w = release(100)
+	require.Greater(t, w.MaxInFlight(ActivityStartReplicas), spec.DefaultMaxParallelServices, "a larger cap lifts the default")
+	require.Greater(t, w.MaxInFlight(ActivityStopReplicas), spec.DefaultMaxParallelServices)
+}
+
 func TestReleaseCanaryLoadTestGate(t *testing.T) {
 	withLoadTest := func() spec.Environment {
 		env := testSpec(svc("web", "1.1.0", func(s *spec.Service) { s.Canary = &spec.Canary{LoadTest: "smoke"} }))

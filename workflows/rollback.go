@@ -94,7 +94,7 @@ func (r *release) undo(ctx workflow.Context, layers [][]string, rb *rollbackResu
 				pairs = append(pairs, pair{name, c})
 			}
 		}
-		_ = parallel(ctx, 0, len(pairs), func(gctx workflow.Context, i int) error {
+		_ = parallel(ctx, r.fanOutCap(ctx), len(pairs), func(gctx workflow.Context, i int) error {
 			p := pairs[i]
 			if err := r.rollbackCluster(gctx, p.service, p.cluster); err != nil {
 				rb.fail(p.service, p.cluster, fmt.Sprintf("%s on %s: %s", p.service, p.cluster, errText(err)))
@@ -279,7 +279,7 @@ func (r *release) cleanup(ctx workflow.Context) {
 		}
 	}
 	var problems []string
-	_ = parallel(ctx, 0, len(jobs), func(gctx workflow.Context, i int) error {
+	_ = parallel(ctx, r.fanOutCap(ctx), len(jobs), func(gctx workflow.Context, i int) error {
 		j := jobs[i]
 		tgt := r.tgt[j.cluster]
 		stopped := "stopped 0"

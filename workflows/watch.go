@@ -254,7 +254,7 @@ func (r *release) sweep(ctx workflow.Context) error {
 			}
 		}
 	}
-	return parallel(ctx, 0, len(keys), func(gctx workflow.Context, i int) error {
+	return parallel(ctx, r.fanOutCap(ctx), len(keys), func(gctx workflow.Context, i int) error {
 		k := keys[i]
 		s, _ := findService(r.in.Spec, k.service)
 		cp := r.plan.Service(k.service).Cluster(k.cluster)
