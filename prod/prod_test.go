@@ -785,7 +785,13 @@ func removeEnvironment(t testing.TB, env string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out, _ := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+engine.LabelEnvironment+"="+env).Output()
-	if ids := strings.Fields(string(out)); len(ids) > 0 {
+	// Stopped first, then removed, 16 at a time: Debian's dockerd 20.10 crashed (a nil
+	// pointer in the health check's exec) when containers with a HEALTHCHECK were
+	// force-removed by the hundred, and after 240 at once (BenchmarkLargeRelease) kept a
+	// stale endpoint count on a network with no container left, which only a restart of the
+	// daemon cleared.
+	for ids := range slices.Chunk(strings.Fields(string(out)), 16) {
+		_ = exec.CommandContext(ctx, "docker", append([]string{"stop", "-t", "2"}, ids...)...).Run()
 		if b, err := exec.CommandContext(ctx, "docker", append([]string{"rm", "-f", "-v"}, ids...)...).CombinedOutput(); err != nil {
 			t.Errorf("remove containers: %v: %s", err, b)
 		}
