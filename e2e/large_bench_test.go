@@ -240,10 +240,11 @@ func (f *fixture) runLarge(env spec.Environment, id string, fastTrack bool) larg
 }
 
 // largeDirect does the fast-track release's engine work directly with the same parallelism
-// (every service of a layer at once): two Inspects (the plan, and the plan again under the
-// locks), CheckImages, EnsureNetwork on both clusters; per layer, per service StartReplicas
-// of 1.1.0 (attached once healthy) and SetTraffic detaching the 1.0.0 replica; an Inspect
-// for the cleanup and StopReplicas of the 1.0.0 replicas, all at once.
+// (rollout.max_parallel_services services at once, as the release: 8 by default): two
+// Inspects (the plan, and the plan again under the locks), CheckImages, EnsureNetwork on
+// both clusters; per layer, per service StartReplicas of 1.1.0 (attached once healthy) and
+// SetTraffic detaching the 1.0.0 replica; an Inspect for the cleanup and StopReplicas of the
+// 1.0.0 replicas, as many at once.
 func (f *fixture) largeDirect(env spec.Environment, from string) time.Duration {
 	f.t.Helper()
 	a := activities.New(f.dialer, activities.Options{})
@@ -273,7 +274,7 @@ func (f *fixture) largeDirect(env spec.Environment, from string) time.Duration {
 		require.NoError(f.t, a.EnsureNetwork(ctx, workflows.EnsureNetworkInput{Target: tg}))
 	}
 	for _, layer := range largeLayers(len(env.Services)) {
-		f.largeEach(layer, 0, func(name string) error {
+		f.largeEach(layer, env.Rollout.MaxParallelServices, func(name string) error {
 			s, _ := env.Service(name)
 			tg := f.target(s.Clusters[0])
 			if _, err := a.StartReplicas(ctx, workflows.StartReplicasInput{Target: tg, Release: "direct", Role: engine.RoleStable,
@@ -284,7 +285,7 @@ func (f *fixture) largeDirect(env spec.Environment, from string) time.Duration {
 		})
 	}
 	inspect()
-	f.largeEach(names, 0, func(name string) error {
+	f.largeEach(names, env.Rollout.MaxParallelServices, func(name string) error {
 		s, _ := env.Service(name)
 		_, err := a.StopReplicas(ctx, workflows.ContainersInput{Target: f.target(s.Clusters[0]), Names: []string{old(s)}, StopTimeout: s.StopGrace.D()})
 		return err
