@@ -100,8 +100,9 @@ type EnvironmentRollout struct {
 	// MaxParallelClusters caps how many clusters change at once (0 = a whole wave).
 	MaxParallelClusters int `yaml:"max_parallel_clusters,omitempty" json:"max_parallel_clusters,omitempty" jsonschema:"minimum=0"`
 	// MaxParallelServices caps how many services of one release change at once, within
-	// depends_on order; the rollback, the last watch and the clean-up of the old versions keep
-	// to it too. Unset or 0: 8 (a larger number lifts the cap).
+	// depends_on order; the rollback and the clean-up of the old versions keep to it too (the
+	// final look at the new replicas to four times it). Unset or 0: 8 (a larger number lifts
+	// the cap).
 	MaxParallelServices int `yaml:"max_parallel_services,omitempty" json:"max_parallel_services,omitempty" jsonschema:"minimum=0"`
 }
 

@@ -41,7 +41,7 @@ var schemaComments = map[string]string{
 	"github.com/slipwayhq/slipway/spec.Environment.Services":                   "Services are the services of the environment, each at one version.",
 	"github.com/slipwayhq/slipway/spec.EnvironmentRollout":                     "EnvironmentRollout holds the limits of controlled onboarding.",
 	"github.com/slipwayhq/slipway/spec.EnvironmentRollout.MaxParallelClusters": "MaxParallelClusters caps how many clusters change at once (0 = a whole wave).",
-	"github.com/slipwayhq/slipway/spec.EnvironmentRollout.MaxParallelServices": "MaxParallelServices caps how many services of one release change at once, within depends_on order; the rollback, the last watch and the clean-up of the old versions keep to it too. Unset or 0: 8 (a larger number lifts the cap).",
+	"github.com/slipwayhq/slipway/spec.EnvironmentRollout.MaxParallelServices": "MaxParallelServices caps how many services of one release change at once, within depends_on order; the rollback and the clean-up of the old versions keep to it too (the final look at the new replicas to four times it). Unset or 0: 8 (a larger number lifts the cap).",
 	"github.com/slipwayhq/slipway/spec.Errors":                                 "Errors is every problem found in a spec, in file order.",
 	"github.com/slipwayhq/slipway/spec.FieldError":                             "FieldError is one problem in a spec file: where it is (file, line, column, field path) and what is wrong.",
 	"github.com/slipwayhq/slipway/spec.FieldError.Err":                         "Err is the underlying cause, if any (e.g. a file-system error from Load).",

@@ -636,8 +636,9 @@ func TestReleaseMaxParallelClusters(t *testing.T) {
 }
 
 // TestReleaseMaxParallelServices: with a spec that sets no cap, a release changes at most
-// spec.DefaultMaxParallelServices services at once, and cleans up the previous versions of
-// at most as many service × cluster pairs at once; a larger cap lets more run together.
+// spec.DefaultMaxParallelServices services at once, cleans up the previous versions of at
+// most as many service × cluster pairs at once, and sweeps sweepCap times as many; a larger
+// cap lets more run together.
 func TestReleaseMaxParallelServices(t *testing.T) {
 	const n = 20
 	release := func(limit int) *fakeWorld {
@@ -670,10 +671,18 @@ func TestReleaseMaxParallelServices(t *testing.T) {
 	require.Greater(t, w.MaxInFlight(ActivityStartReplicas), 1, "services of a layer still change together")
 	require.LessOrEqual(t, w.MaxInFlight(ActivityStopReplicas), spec.DefaultMaxParallelServices, "the clean-up keeps to the cap")
 	require.Greater(t, w.MaxInFlight(ActivityStopReplicas), 1)
+	// The final sweep: one per service and cluster, sweepCap times the cap at once (32):
+	// 40 sweeps in 2 rounds of sweepWindow, not 5.
+	sweeps, rounds := w.sweepRounds()
+	require.Equal(t, 2*n, sweeps)
+	require.Equal(t, 2, rounds, "the sweep runs %d at once", sweepCap*spec.DefaultMaxParallelServices)
 
 	w = release(100)
 	require.Greater(t, w.MaxInFlight(ActivityStartReplicas), spec.DefaultMaxParallelServices, "a larger cap lifts the default")
 	require.Greater(t, w.MaxInFlight(ActivityStopReplicas), spec.DefaultMaxParallelServices)
+	sweeps, rounds = w.sweepRounds()
+	require.Equal(t, 2*n, sweeps)
+	require.Equal(t, 1, rounds)
 }
 
 func TestReleaseCanaryLoadTestGate(t *testing.T) {

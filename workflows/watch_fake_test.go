@@ -22,6 +22,7 @@ type fakeWatch struct {
 	returned  []string      // "<cluster> <service> <version>: <event>" or ": window"
 	inputs    []WatchInput  // of the watches that returned, in order
 	results   []WatchResult // what they returned
+	swept     []time.Time   // when each sweep returned (the mock clock)
 }
 
 // watchScript is one bad event the engine of cluster reports for the new replicas of
@@ -91,6 +92,7 @@ func (w *fakeWorld) registerWatch(r activityRegistry) {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		res := WatchResult{Since: env.Now()}
+		w.watch.swept = append(w.watch.swept, env.Now())
 		w.noteWatch(in, "swept", res)
 		return res, nil
 	}).Maybe()
@@ -160,4 +162,16 @@ func (w *fakeWorld) WatchReplicas(ctx context.Context, in WatchInput) (WatchResu
 			}
 		}
 	}
+}
+
+// sweepRounds is how many sweeps returned and at how many distinct moments: the sweeps
+// all take sweepWindow on the mock clock, so the moments are the rounds the sweep ran in.
+func (w *fakeWorld) sweepRounds() (sweeps, rounds int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at := map[time.Time]bool{}
+	for _, t := range w.watch.swept {
+		at[t] = true
+	}
+	return len(w.watch.swept), len(at)
 }
