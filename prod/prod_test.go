@@ -787,9 +787,9 @@ func removeEnvironment(t testing.TB, env string) {
 	out, _ := exec.CommandContext(ctx, "docker", "ps", "-aq", "--filter", "label="+engine.LabelEnvironment+"="+env).Output()
 	// Stopped first, then removed, 16 at a time: Debian's dockerd 20.10 crashed (a nil
 	// pointer in the health check's exec) when containers with a HEALTHCHECK were
-	// force-removed by the hundred, and after 240 at once (BenchmarkLargeRelease) kept a
-	// stale endpoint count on a network with no container left, which only a restart of the
-	// daemon cleared.
+	// force-removed while being connected and disconnected by the dozen. (The stale endpoint
+	// count that can keep an environment's network from being removed comes from elsewhere:
+	// BENCHMARKS.md, runs 5-7 of the 120-service release.)
 	for ids := range slices.Chunk(strings.Fields(string(out)), 16) {
 		_ = exec.CommandContext(ctx, "docker", append([]string{"stop", "-t", "2"}, ids...)...).Run()
 		if b, err := exec.CommandContext(ctx, "docker", append([]string{"rm", "-f", "-v"}, ids...)...).CombinedOutput(); err != nil {
