@@ -36,7 +36,7 @@ type fakeWorld struct {
 	verifies []VerifyInput
 	stops    []ContainersInput
 	watch    fakeWatch // what the engines report of the new replicas (watch_fake_test.go)
-	// pace holds StartReplicas and StopReplicas that long before they act, so the calls a
+	// pace holds StartReplicas, StopReplicas and RemoveReplicas that long before they act, so the calls a
 	// workflow runs together overlap; inFlight and maxInFlight count them (by activity).
 	pace        time.Duration
 	inFlight    map[string]int
@@ -347,6 +347,7 @@ func (w *fakeWorld) StartStopped(_ context.Context, in ContainersInput) error {
 }
 
 func (w *fakeWorld) RemoveReplicas(_ context.Context, in RemoveReplicasInput) error {
+	defer w.enter(ActivityRemoveReplicas)()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.call("RemoveReplicas %s %v sweep=%s@%s", in.Target.Cluster, in.Names, in.Service, in.Version)

@@ -142,14 +142,14 @@ const (
 	changeSwarmVerifyFirst = "swarm-verify-before-retire"
 	// changeCapFanOuts: the rollback and the clean-up of the previous versions keep to
 	// rollout.max_parallel_services (in service × cluster pairs), like the forward path, and
-	// the final sweep of the watches to sweepCap times it. Before: each ran all its pairs at once, 120 of them at the end
-	// of a 120-service release.
+	// the final sweep of the watches to sweepCap times it. Before: each ran all its pairs at
+	// once, 120 of them at the end of a 120-service release.
 	changeCapFanOuts = "cap-fan-outs"
 )
 
 // fanOutCap is how many service × cluster pairs the rollback and the clean-up run at once
-// (the sweep sweepCap times as many): rollout.max_parallel_services (ApplyDefaults makes it 8 when the spec says
-// nothing), or no cap for a release started before changeCapFanOuts.
+// (the sweep sweepCap times as many): rollout.max_parallel_services (ApplyDefaults makes it
+// 8 when the spec says nothing), or no cap for a release started before changeCapFanOuts.
 func (r *release) fanOutCap(ctx workflow.Context) int {
 	if workflow.GetVersion(ctx, changeCapFanOuts, workflow.DefaultVersion, 1) == workflow.DefaultVersion {
 		return 0

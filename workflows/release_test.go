@@ -636,15 +636,21 @@ func TestReleaseMaxParallelClusters(t *testing.T) {
 }
 
 // TestReleaseMaxParallelServices: with a spec that sets no cap, a release changes at most
-// spec.DefaultMaxParallelServices services at once, cleans up the previous versions of at
-// most as many service × cluster pairs at once, and sweeps sweepCap times as many; a larger
-// cap lets more run together.
+// spec.DefaultMaxParallelServices services at once, cleans up the previous versions (or rolls
+// back) at most as many service × cluster pairs at once, and sweeps sweepCap times as many;
+// a larger cap lets more run together.
 func TestReleaseMaxParallelServices(t *testing.T) {
 	const n = 20
-	release := func(limit int) *fakeWorld {
+	// release releases n services, all in one layer; with bad, the last one's new version
+	// never becomes healthy, and the release rolls back what it touched.
+	release := func(limit int, bad bool) *fakeWorld {
 		var services []spec.Service
 		for i := 0; i < n; i++ {
-			services = append(services, svc(fmt.Sprintf("s%02d", i), "1.1.0", func(s *spec.Service) {
+			version := "1.1.0"
+			if bad && i == n-1 {
+				version = "1.1.0-bad"
+			}
+			services = append(services, svc(fmt.Sprintf("s%02d", i), version, func(s *spec.Service) {
 				s.Canary = &spec.Canary{Skip: true}
 				s.Verification = &spec.Verification{Skip: true}
 			}))
@@ -654,18 +660,25 @@ func TestReleaseMaxParallelServices(t *testing.T) {
 		spec.ApplyDefaults(&env)
 		w := newWorld("staging")
 		w.pace = 5 * time.Millisecond
+		w.unhealthy["1.1.0-bad"] = true
 		for _, s := range services {
 			w.seed("a", s.Name, "1.0.0", 2)
 			w.seed("b", s.Name, "1.0.0", 2)
 		}
 		st, _ := run(t, w, ReleaseInput{Spec: env})
-		require.Equal(t, OutcomeSucceeded, st.Outcome, st.Reason)
+		want, serves := OutcomeSucceeded, "1.1.0"
+		if bad {
+			want, serves = OutcomeRolledBack, "1.0.0"
+		}
+		require.Equal(t, want, st.Outcome, st.Reason)
 		for _, s := range services {
-			requireServing(t, w, "b", s.Name, "1.1.0", 2)
+			for _, c := range []string{"a", "b"} {
+				requireServing(t, w, c, s.Name, serves, 2)
+			}
 		}
 		return w
 	}
-	w := release(0)
+	w := release(0, false)
 	require.Equal(t, spec.DefaultMaxParallelServices, 8)
 	require.LessOrEqual(t, w.MaxInFlight(ActivityStartReplicas), spec.DefaultMaxParallelServices, "the default cap on services")
 	require.Greater(t, w.MaxInFlight(ActivityStartReplicas), 1, "services of a layer still change together")
@@ -677,12 +690,20 @@ func TestReleaseMaxParallelServices(t *testing.T) {
 	require.Equal(t, 2*n, sweeps)
 	require.Equal(t, 2, rounds, "the sweep runs %d at once", sweepCap*spec.DefaultMaxParallelServices)
 
-	w = release(100)
+	w = release(100, false)
 	require.Greater(t, w.MaxInFlight(ActivityStartReplicas), spec.DefaultMaxParallelServices, "a larger cap lifts the default")
 	require.Greater(t, w.MaxInFlight(ActivityStopReplicas), spec.DefaultMaxParallelServices)
 	sweeps, rounds = w.sweepRounds()
 	require.Equal(t, 2*n, sweeps)
 	require.Equal(t, 1, rounds)
+
+	// The rollback removes the new replicas of every pair it touched, as many at once as the
+	// cap (at least 16 services had changed cluster a when the last one failed).
+	w = release(0, true)
+	require.LessOrEqual(t, w.MaxInFlight(ActivityRemoveReplicas), spec.DefaultMaxParallelServices, "the rollback keeps to the cap")
+	require.Greater(t, w.MaxInFlight(ActivityRemoveReplicas), 1)
+	w = release(100, true)
+	require.Greater(t, w.MaxInFlight(ActivityRemoveReplicas), spec.DefaultMaxParallelServices)
 }
 
 func TestReleaseCanaryLoadTestGate(t *testing.T) {
