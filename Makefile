@@ -68,8 +68,8 @@ test-unit:
 ## cmd/slipway, schedules, devserver, e2e, chaos): their unit tests, and the integration tests
 ## of activities and internal/dockerengine (probe streams, event watches, load generation: the
 ## most goroutines of our own) against the real engine, through testreport like `make test`
-## (NO_SKIPS applies). About 7 min on a 2-core CI machine (each integration package about
-## 4 min under the detector; 7.5 min when the machine also compiles), plus the race build of
+## (NO_SKIPS applies). 2-3 min on an otherwise idle 2-core machine, up to 7 min beside other
+## load (7.5 min per integration package when the machine also compiles), plus the race build of
 ## the dependencies on a cold cache; `make test RACED=1` then leaves those two packages out.
 RACE_UNIT_PKGS := ./apiclient/ ./engine/ ./examples/demo-service/ ./internal/testenv/ ./metrics/ \
 	./internal/tools/... ./judgment/ ./probe/ ./spec/ ./workflows/
