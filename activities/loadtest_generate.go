@@ -245,6 +245,12 @@ func (a *LoadTestActivities) runLoad(ctx context.Context, ls loadSpec, progress 
 	if firstErr != nil {
 		return workflows.LoadTestMetrics{}, firstErr
 	}
+	// A cancel whose runners' ends were read before ctx.Done() (select picks among ready
+	// cases at random) left the loop above without its case: still a cancel, never a
+	// measurement of a load that did not run its course.
+	if err := ctx.Err(); err != nil {
+		return workflows.LoadTestMetrics{}, err
+	}
 	report(time.Now())
 	metrics.Close()
 
